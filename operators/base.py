@@ -1,0 +1,147 @@
+"""The `LinearOperator` abstraction: A, A^H and A^H A on torch tensors.
+
+Every forward model of the project (Cartesian and non-Cartesian MRI, CT) is a
+`LinearOperator`. Solvers only ever call `forward`, `adjoint` and `normal`, and
+read `domain_shape` / `range_shape` / `is_complex` to validate their inputs.
+
+Conventions
+-----------
+* ``domain_shape`` and ``range_shape`` are the *trailing* dimensions of the
+  image and of the measurement; any leading dimensions are batch dimensions
+  and pass through unchanged.
+* Operators are differentiable with respect to their input (plain torch ops,
+  or a ``torch.autograd.Function`` where an external library does the work).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+class OperatorShapeError(ValueError):
+    """An input does not have the trailing shape an operator expects."""
+
+
+class LinearOperator:
+    """A linear map ``A`` from images ``[..., *domain_shape]`` to measurements ``[..., *range_shape]``.
+
+    Subclasses implement `forward` and `adjoint`; `normal` defaults to
+    ``adjoint(forward(x))`` and should be overridden when a faster route exists
+    (e.g. Toeplitz embedding for the NUFFT).
+    """
+
+    #: trailing shape of an image, e.g. ``(H, W)``
+    domain_shape: tuple[int, ...] = ()
+    #: trailing shape of a measurement, e.g. ``(C, H, W)``
+    range_shape: tuple[int, ...] = ()
+    #: True when images and measurements are complex (MRI), False for real (CT)
+    is_complex: bool = True
+
+    # -- the three maps -------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H A x``, image to image."""
+        return self.adjoint(self.forward(x))
+
+    # -- sugar ----------------------------------------------------------
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward(x)
+
+    @property
+    def H(self) -> "LinearOperator":
+        """The adjoint as an operator of its own (``A.H(y) == A.adjoint(y)``)."""
+        return _Adjoint(self)
+
+    # -- validation, in one place --------------------------------------
+    def check_domain(self, x: torch.Tensor, name: str = "image") -> None:
+        """Raise `OperatorShapeError` unless ``x`` ends with `domain_shape`."""
+        _check_trailing(x, self.domain_shape, type(self).__name__, name)
+
+    def check_range(self, y: torch.Tensor, name: str = "measurement") -> None:
+        """Raise `OperatorShapeError` unless ``y`` ends with `range_shape`."""
+        _check_trailing(y, self.range_shape, type(self).__name__, name)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Default image dtype: complex64 for complex operators, float32 otherwise."""
+        return torch.complex64 if self.is_complex else torch.float32
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(domain={self.domain_shape}, range={self.range_shape})"
+
+
+class _Adjoint(LinearOperator):
+    def __init__(self, op: LinearOperator):
+        self.op = op
+        self.domain_shape, self.range_shape = op.range_shape, op.domain_shape
+        self.is_complex = op.is_complex
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op.adjoint(x)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.op.forward(y)
+
+    @property
+    def H(self) -> LinearOperator:
+        return self.op
+
+
+def _check_trailing(t: torch.Tensor, expected: Sequence[int], op: str, name: str) -> None:
+    n = len(expected)
+    if n == 0:
+        return
+    if t.dim() < n or tuple(t.shape[-n:]) != tuple(expected):
+        raise OperatorShapeError(
+            f"{op}: {name} of shape {tuple(t.shape)} does not end with the expected {tuple(expected)}"
+        )
+
+
+def inner(a: torch.Tensor, b: torch.Tensor, dims: int) -> torch.Tensor:
+    """Batched inner product ``<a, b> = sum(conj(a) * b)`` over the last `dims` dimensions.
+
+    Returns a tensor of the leading (batch) shape; complex-correct.
+    """
+    prod = a.conj() * b if a.is_complex() else a * b
+    return prod.flatten(start_dim=prod.dim() - dims).sum(-1) if dims else prod
+
+
+def adjointness_error(
+    op: LinearOperator,
+    batch: Sequence[int] = (),
+    dtype: torch.dtype | None = None,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> float:
+    """Relative dot-product test ``|<Ax, y> - <x, A^H y>| / |<Ax, y>|`` with random x, y."""
+    dtype = dtype or op.dtype
+    x = torch.randn(*batch, *op.domain_shape, dtype=dtype, generator=generator).to(device)
+    y = torch.randn(*batch, *op.range_shape, dtype=dtype, generator=generator).to(device)
+    lhs = inner(op.forward(x), y, len(op.range_shape)).sum()
+    rhs = inner(x, op.adjoint(y), len(op.domain_shape)).sum()
+    return float((lhs - rhs).abs() / lhs.abs().clamp_min(1e-30))
+
+
+def power_iteration(
+    op: LinearOperator,
+    n_iter: int = 30,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Estimate the operator norm ``||A||_2`` (sqrt of the largest eigenvalue of ``A^H A``)."""
+    dtype = dtype or op.dtype
+    x = torch.randn(*op.domain_shape, dtype=dtype, generator=generator).to(device)
+    x = x / torch.linalg.vector_norm(x)
+    lam = torch.zeros((), device=device)
+    for _ in range(n_iter):
+        z = op.normal(x)
+        lam = torch.linalg.vector_norm(z)
+        x = z / lam.clamp_min(1e-30)
+    return float(lam.sqrt())

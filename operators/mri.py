@@ -1,0 +1,103 @@
+"""Cartesian MRI forward models: ``A = M F S`` (mask, centred FFT, coil maps).
+
+Shapes (leading dimensions are batch dimensions and pass through):
+    one map set:   image complex [..., H, W]    -> k-space complex [..., C, H, W]
+    M map sets:    image complex [..., M, H, W] -> k-space complex [..., C, H, W]
+                   (soft SENSE, as BART ``ecalib -m2``/``pics``: the coil signal sums over sets)
+    single coil:   image complex [..., H, W]    -> k-space complex [..., H, W]
+
+FFT: ``fft2c`` (``ifftshift -> fft2(norm="ortho") -> fftshift``), the fastMRI convention.
+Masks are real, 1D ``[W]`` (phase-encode lines, broadcast over the readout ``H``) or 2D ``[H, W]``.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import LinearOperator, OperatorShapeError
+from .fft import fft2c, ifft2c
+
+
+def _as_mask(mask: torch.Tensor | None, hw: tuple[int, int], device, name: str) -> torch.Tensor | None:
+    if mask is None:
+        return None
+    m = torch.as_tensor(mask, device=device)
+    m = m.real if m.is_complex() else m
+    m = m.to(torch.float32)
+    if m.dim() == 1:
+        if m.shape[0] != hw[1]:
+            raise OperatorShapeError(f"{name}: 1D mask of length {m.shape[0]} does not fit {hw[1]} phase-encode lines")
+        m = m.expand(*hw)
+    elif tuple(m.shape) != tuple(hw):
+        raise OperatorShapeError(f"{name}: mask of shape {tuple(m.shape)} does not fit the image {tuple(hw)}")
+    return m.contiguous()
+
+
+class MultiCoilMRI(LinearOperator):
+    """SENSE model ``y_c = M F (S_c x)`` (or ``sum_m S_{m,c} x_m`` for several map sets).
+
+    Args:
+        maps: complex ``[C, H, W]`` (one set) or ``[M, C, H, W]`` (M sets).
+        mask: real ``[W]`` or ``[H, W]`` sampling mask; None means fully sampled.
+    """
+
+    is_complex = True
+
+    def __init__(self, maps: torch.Tensor, mask: torch.Tensor | None = None):
+        if maps.dim() not in (3, 4) or not maps.is_complex():
+            raise OperatorShapeError(f"MultiCoilMRI: maps must be complex [C, H, W] or [M, C, H, W], got {tuple(maps.shape)} {maps.dtype}")
+        self.maps = maps
+        self.n_sets = 1 if maps.dim() == 3 else maps.shape[0]
+        hw = tuple(maps.shape[-2:])
+        self.mask = _as_mask(mask, hw, maps.device, "MultiCoilMRI")
+        self.domain_shape = hw if maps.dim() == 3 else (self.n_sets, *hw)
+        self.range_shape = tuple(maps.shape[-3:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: complex [..., (M,) H, W] -> masked k-space [..., C, H, W]."""
+        if self.maps.dim() == 3:
+            coils = self.maps * x.unsqueeze(-3)
+        else:
+            coils = (self.maps * x.unsqueeze(-3)).sum(-4)
+        k = fft2c(coils)
+        return k if self.mask is None else k * self.mask
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """y: k-space [..., C, H, W] -> image [..., (M,) H, W]."""
+        if self.mask is not None:
+            y = y * self.mask
+        coils = ifft2c(y)
+        if self.maps.dim() == 3:
+            return (self.maps.conj() * coils).sum(-3)
+        return (self.maps.conj() * coils.unsqueeze(-4)).sum(-3)
+
+    def to(self, device: torch.device | str) -> "MultiCoilMRI":
+        return MultiCoilMRI(self.maps.to(device), None if self.mask is None else self.mask.to(device))
+
+
+class SingleCoilMRI(LinearOperator):
+    """``y = M F x``; for a binary mask ``A A^H = M`` so ``x + A^H(y - A x)`` is the exact projection.
+
+    Args:
+        mask: real ``[H, W]``, or ``[W]`` together with ``image_shape``.
+        image_shape: ``(H, W)``, needed only for a 1D mask.
+    """
+
+    is_complex = True
+
+    def __init__(self, mask: torch.Tensor, image_shape: tuple[int, int] | None = None):
+        mask = torch.as_tensor(mask)
+        if image_shape is None:
+            if mask.dim() != 2:
+                raise OperatorShapeError("SingleCoilMRI: a 1D mask needs image_shape=(H, W)")
+            image_shape = tuple(mask.shape)
+        self.mask = _as_mask(mask, tuple(image_shape), mask.device, "SingleCoilMRI")
+        self.domain_shape = self.range_shape = tuple(image_shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fft2c(x) * self.mask
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return ifft2c(y * self.mask)
+
+    def to(self, device: torch.device | str) -> "SingleCoilMRI":
+        return SingleCoilMRI(self.mask.to(device))
