@@ -1,0 +1,21 @@
+"""Shared test helpers: where ../shared is, and small seeded inputs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+FASTMRI_REAL = SHARED_DATA / "fastmri_format" / "brain_t1_8ch_real.h5"
+
+needs_shared = pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is not present")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def pytest_configure(config):
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
