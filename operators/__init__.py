@@ -2,9 +2,9 @@
 from .base import LinearOperator, OperatorShapeError, adjointness_error, inner, power_iteration
 from .fft import fft2c, ifft2c, rss, sense_combine
 from .linalg import conjugate_gradient
-from .mri import MultiCoilMRI, SingleCoilMRI
+from .mri import CoilwiseMRI, MultiCoilMRI, SingleCoilMRI
 
 __all__ = [
     "LinearOperator", "OperatorShapeError", "adjointness_error", "inner", "power_iteration",
-    "fft2c", "ifft2c", "rss", "sense_combine", "conjugate_gradient", "MultiCoilMRI", "SingleCoilMRI",
+    "fft2c", "ifft2c", "rss", "sense_combine", "conjugate_gradient", "MultiCoilMRI", "SingleCoilMRI", "CoilwiseMRI",
 ]

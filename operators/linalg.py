@@ -23,7 +23,9 @@ def conjugate_gradient(
         rhs: right-hand side ``[..., *image]`` (complex or real).
         x0: starting point, same shape as `rhs` (zeros when None).
         n_iter: maximum number of iterations (each costs one `normal_op` call).
-        tol: stop when every batch element has ``||r|| <= tol * ||rhs||``.
+        tol: stop when every batch element has ``||r|| <= tol * ||rhs||``. The tolerance never goes below
+            10x the dtype's machine epsilon: past that point the residual is rounding noise, and on singular
+            systems (undersampled ``A^H A``) further steps would divide rounding noise by rounding noise.
         dims: number of trailing image dimensions; the leading ones are
             independent problems, each with its own step sizes.
 
@@ -35,6 +37,7 @@ def conjugate_gradient(
     p = r.clone()
     rs = inner(r, r, dims).real
     rhs_norm2 = inner(rhs, rhs, dims).real
+    tol = max(tol, 10 * torch.finfo(rs.dtype).eps)
     shape = rs.shape + (1,) * dims
     for _ in range(n_iter):
         active = rs > (tol**2) * rhs_norm2

@@ -101,3 +101,29 @@ class SingleCoilMRI(LinearOperator):
 
     def to(self, device: torch.device | str) -> "SingleCoilMRI":
         return SingleCoilMRI(self.mask.to(device))
+
+
+class CoilwiseMRI(LinearOperator):
+    """Each coil image on its own: ``y_c = M F x_c``; image ``[..., C, H, W]`` -> k-space ``[..., C, H, W]``.
+
+    The state space of score-MRI's per-coil variant (Chung & Ye 2022): every coil image is reconstructed
+    with ``P F`` and the coils are combined by root-sum-of-squares at the end. ``A A^H = M``, so
+    ``x + A^H(y - A x)`` is the exact projection.
+    """
+
+    is_complex = True
+
+    def __init__(self, mask: torch.Tensor, n_coils: int, image_shape: tuple[int, int]):
+        self.mask = _as_mask(mask, tuple(image_shape), torch.as_tensor(mask).device, "CoilwiseMRI")
+        self.domain_shape = self.range_shape = (n_coils, *image_shape)
+
+    @classmethod
+    def from_sense(cls, op: MultiCoilMRI) -> "CoilwiseMRI":
+        mask = op.mask if op.mask is not None else torch.ones(op.range_shape[-2:], device=op.maps.device)
+        return cls(mask, op.range_shape[0], tuple(op.range_shape[-2:]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return fft2c(x) * self.mask
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return ifft2c(y * self.mask)

@@ -1,0 +1,26 @@
+"""Noise-level schedules in the VE parameterisation (sigma decreasing)."""
+from __future__ import annotations
+
+import torch
+
+
+def geometric_sigmas(sigma_max: float, sigma_min: float, n: int) -> torch.Tensor:
+    """``sigma_i = sigma_max (sigma_min / sigma_max)^(i / (n - 1))``, i = 0..n-1 (NCSN / score SDE). float64 [n]."""
+    if n == 1:
+        return torch.tensor([sigma_max], dtype=torch.float64)
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    return sigma_max * (sigma_min / sigma_max) ** t
+
+
+def karras_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) -> torch.Tensor:
+    """EDM schedule (Karras et al. 2022, eq. 5): dense near sigma_min. float64 [n]."""
+    if n == 1:
+        return torch.tensor([sigma_max], dtype=torch.float64)
+    t = torch.linspace(0, 1, n, dtype=torch.float64)
+    inv = 1.0 / rho
+    return (sigma_max**inv + t * (sigma_min**inv - sigma_max**inv)) ** rho
+
+
+def with_final_zero(sigmas: torch.Tensor) -> torch.Tensor:
+    """Append sigma = 0, so step i goes from sigmas[i] to sigmas[i + 1] and the last step lands on x0."""
+    return torch.cat([sigmas, sigmas.new_zeros(1)])

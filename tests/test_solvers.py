@@ -1,0 +1,211 @@
+"""Posterior samplers against closed-form Gaussian posteriors, plus accounting, determinism and bad input.
+
+Case A (noiseless): a complex 16x16 Gaussian prior diagonal in the Fourier domain and single-coil
+masked Fourier measurements. The posterior is known per frequency: measured coefficients equal y,
+unmeasured ones keep the prior. Case B (noisy): the same prior, 4 smooth coils, a random 2D mask
+and complex noise (sigma_y = 0.1); the posterior is computed with dense linear algebra.
+Errors are in units of the analytic posterior std; with N = 256 samples the Monte Carlo error of
+the mean is about 1/16 of that, the rest is each method's own approximation.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import solvers
+from operators import LinearOperator, MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
+from priors.base import GaussianPrior, PriorInfo, PriorMismatchError, standard_noise
+from solvers import SolverError
+
+N_PIX = 16
+N_SAMPLES = 256
+
+
+def _spectrum(n: int = N_PIX) -> torch.Tensor:
+    ky, kx = torch.meshgrid(torch.arange(n) - n // 2, torch.arange(n) - n // 2, indexing="ij")
+    return 4.0 / (1 + (ky**2 + kx**2).double())
+
+
+@pytest.fixture(scope="module")
+def noiseless_case():
+    var = _spectrum()
+    prior = GaussianPrior(torch.zeros(N_PIX, N_PIX, dtype=torch.complex64), var.float())
+    g = torch.Generator().manual_seed(1)
+    x0 = prior.sample(1, g)[0]
+    mask = (torch.rand(N_PIX, N_PIX, generator=g) < 0.4).float()
+    op = SingleCoilMRI(mask)
+    mean = ifft2c(fft2c(x0) * mask)                       # measured -> y, unmeasured -> prior mean 0
+    std = math.sqrt(float((var * (1 - mask)).sum()) / N_PIX**2)  # per-part std, the same at every pixel
+    return op, op(x0), prior, mean, std
+
+
+@pytest.fixture(scope="module")
+def noisy_case():
+    var = _spectrum()
+    g = torch.Generator().manual_seed(1)
+    prior64 = GaussianPrior(torch.zeros(N_PIX, N_PIX, dtype=torch.complex128), var)
+    x0 = prior64.sample(1, g)[0]
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, N_PIX), torch.linspace(-1, 1, N_PIX), indexing="ij")
+    maps = torch.stack([torch.exp(-((yy - a) ** 2 + (xx - b) ** 2)) * torch.exp(1j * (a * xx + b * yy))
+                        for a, b in [(-1, -1), (-1, 1), (1, -1), (1, 1)]]).to(torch.complex128)
+    maps = maps / maps.abs().pow(2).sum(0).sqrt()
+    mask = (torch.rand(N_PIX, N_PIX, generator=g) < 0.35).double()
+    op = MultiCoilMRI(maps, mask)
+    sigma_y = 0.1
+    y = op(x0) + sigma_y * standard_noise(op(x0), g)
+    # dense posterior of a circular complex Gaussian: covariances are 2x the per-part variances
+    n = N_PIX**2
+    basis = torch.eye(n, dtype=torch.complex128).reshape(n, N_PIX, N_PIX)
+    a = op(basis).reshape(n, -1).T
+    f = fft2c(basis).reshape(n, -1).T
+    cov = 2 * f.conj().T @ torch.diag(var.flatten().to(torch.complex128)) @ f
+    cov_post = torch.linalg.inv(torch.linalg.inv(cov) + a.conj().T @ a / (2 * sigma_y**2))
+    mean = (cov_post @ (a.conj().T @ y.flatten()) / (2 * sigma_y**2)).reshape(N_PIX, N_PIX)
+    std = (torch.diagonal(cov_post).real / 2).sqrt().reshape(N_PIX, N_PIX)
+    prior = GaussianPrior(torch.zeros(N_PIX, N_PIX, dtype=torch.complex64), var.float())
+    op32 = MultiCoilMRI(maps.to(torch.complex64), mask.float())
+    return op32, y.to(torch.complex64), prior, sigma_y, mean, std
+
+
+def _errors(samples: torch.Tensor, mean: torch.Tensor, std) -> tuple[float, float]:
+    s = samples.to(torch.complex128)
+    std_t = torch.as_tensor(std, dtype=torch.float64)
+    mean_err = float((s.mean(0) - mean).abs().pow(2).mean().sqrt() / std_t.pow(2).mean().sqrt())
+    sample_std = 0.5 * (s.real.std(0) + s.imag.std(0))
+    return mean_err, float(sample_std.mean() / std_t.mean())
+
+
+# method, hparams, max mean error (posterior-std units), allowed std ratio range. Measured values in comments.
+NOISELESS = [
+    # exact projection + Langevin corrector: an exact sampler as steps -> inf (measured 0.09, 1.00)
+    ("projection", dict(nfe=400), 0.25, (0.95, 1.05)),
+    # exact on the measured subspace; eta = 0.85 DDIM on the rest loses some variance (measured 0.09, 0.91)
+    ("dds", dict(nfe=50), 0.25, (0.85, 1.0)),
+    # starts from the least-squares image at sigma 0.5 < the prior's scale: contracts variance (measured 0.08, 0.84)
+    ("ccdf", dict(nfe=20), 0.25, (0.75, 0.95)),
+]
+NOISY = [
+    # Langevin with finite steps inflates the variance (measured 0.29, 1.13)
+    ("score_ald", dict(nfe=600, sigma_min=0.05, step_scale=0.3), 0.5, (1.0, 1.25)),
+    # DPS's Tweedie-based likelihood is an approximation (measured 0.61, 0.67; prior alone gives 3.1, 2.5)
+    ("dps", dict(nfe=200), 1.0, (0.5, 1.0)),
+]
+
+
+@pytest.mark.parametrize("method,hp,max_err,std_range", NOISELESS)
+def test_noiseless_gaussian_posterior(noiseless_case, method, hp, max_err, std_range):
+    op, y, prior, mean, std = noiseless_case
+    post = solvers.sample(method, op, y, prior, n_samples=N_SAMPLES, seed=0, progress=False, scale=1.0, **hp)
+    err, ratio = _errors(post.samples, mean, std)
+    assert err < max_err
+    assert std_range[0] <= ratio <= std_range[1]
+    # measured k-space is reproduced (noiseless data): relative misfit
+    misfit = (op(post.samples) - y).norm() / (y.norm() * math.sqrt(N_SAMPLES))
+    assert float(misfit) < 0.02
+
+
+@pytest.mark.parametrize("method,hp,max_err,std_range", NOISY)
+def test_noisy_gaussian_posterior(noisy_case, method, hp, max_err, std_range):
+    op, y, prior, sigma_y, mean, std = noisy_case
+    post = solvers.sample(method, op, y, prior, n_samples=N_SAMPLES, seed=0, progress=False, scale=1.0,
+                          sigma_y=sigma_y, **hp)
+    err, ratio = _errors(post.samples, mean, std)
+    assert err < max_err
+    assert std_range[0] <= ratio <= std_range[1]
+
+
+@pytest.mark.parametrize("method", list(solvers.METHODS))
+def test_nfe_accounting_matches_network_calls(noiseless_case, method):
+    op, y, prior, _, _ = noiseless_case
+    for budget in (3, 10):
+        before = prior.nfe
+        post = solvers.sample(method, op, y, prior, n_samples=2, nfe=budget, progress=False, seed=0)
+        assert post.nfe == prior.nfe - before
+        assert 1 <= post.nfe <= budget
+        assert torch.isfinite(post.mean).all() and torch.isfinite(post.std).all()
+
+
+@pytest.mark.parametrize("method", list(solvers.METHODS))
+def test_seed_reproducibility(noiseless_case, method):
+    op, y, prior, _, _ = noiseless_case
+    a = solvers.sample(method, op, y, prior, n_samples=2, nfe=6, seed=3, progress=False)
+    b = solvers.sample(method, op, y, prior, n_samples=2, nfe=6, seed=3, progress=False)
+    c = solvers.sample(method, op, y, prior, n_samples=2, nfe=6, seed=4, progress=False)
+    assert torch.equal(a.samples, b.samples)
+    assert not torch.allclose(a.samples, c.samples)
+    assert not torch.allclose(a.samples[0], a.samples[1])
+
+
+def test_posterior_fields_and_data_scale(noiseless_case):
+    op, y, prior, _, _ = noiseless_case
+    post = solvers.sample("dds", op, 10 * y, prior, n_samples=3, nfe=5, progress=False, scale=10.0)
+    assert post.samples.shape == (3, N_PIX, N_PIX) and post.mean.shape == (N_PIX, N_PIX)
+    assert post.std.shape == (N_PIX, N_PIX) and post.std.dtype == torch.float32 and (post.std >= 0).all()
+    # results come back in the data's scale: measured k-space equals the (scaled) measurement
+    assert torch.allclose(op(post.samples), (10 * y).expand(3, -1, -1), atol=1e-3 * float((10 * y).abs().max()))
+    assert post.hparams["eta"] == 0.85 and post.method == "dds" and post.wall_time >= post.network_time > 0
+
+
+def test_per_coil_projection_returns_rss_magnitudes():
+    g = torch.Generator().manual_seed(0)
+    maps = torch.randn(3, 8, 8, dtype=torch.complex64, generator=g)
+    op = MultiCoilMRI(maps, (torch.rand(8, generator=g) > 0.5).float())
+    prior = GaussianPrior(torch.zeros(8, 8, dtype=torch.complex64), torch.ones(8, 8))
+    y = op(torch.randn(8, 8, dtype=torch.complex64, generator=g))
+    post = solvers.sample("projection", op, y, prior, n_samples=2, nfe=5, dc="per-coil", progress=False)
+    assert post.mean.shape == (8, 8) and not post.mean.is_complex() and (post.mean >= 0).all()
+
+
+class _RealMatrix(LinearOperator):
+    """A small real operator standing in for a projector (CT-like: real images, real data)."""
+
+    is_complex = False
+
+    def __init__(self, m: torch.Tensor, hw: tuple[int, int]):
+        self.m, self.domain_shape, self.range_shape = m, hw, (m.shape[0],)
+
+    def forward(self, x):
+        return x.flatten(-2) @ self.m.T
+
+    def adjoint(self, y):
+        return (y @ self.m).unflatten(-1, self.domain_shape)
+
+
+@pytest.mark.parametrize("method", list(solvers.METHODS))
+def test_real_valued_operator_and_prior(method):
+    # CT-like path: real prior, real operator, projection uses CG with noised measurements
+    g = torch.Generator().manual_seed(0)
+    op = _RealMatrix(torch.randn(40, 64, generator=g) / 8, (8, 8))
+    var = torch.full((8, 8), 0.5)
+    prior = GaussianPrior(torch.zeros(8, 8), var, basis="pixel")
+    x0 = prior.sample(1, g)[0]
+    y = op(x0)
+    post = solvers.sample(method, op, y, prior, n_samples=64, nfe=100, seed=0, progress=False, scale=1.0,
+                          sigma_y=0.01)
+    assert not post.mean.is_complex()
+    # the posterior mean explains the data better than the prior mean (zeros) does
+    assert float((op(post.mean) - y).norm()) < 0.5 * float(y.norm())
+
+
+def test_bad_input_is_rejected_before_work(noiseless_case):
+    op, y, prior, _, _ = noiseless_case
+    with pytest.raises(SolverError, match="does not end with"):
+        solvers.sample("dds", op, y[:, :5], prior, progress=False)
+    with pytest.raises(SolverError, match="no batch dimension"):
+        solvers.sample("dds", op, y[None], prior, progress=False)
+    with pytest.raises(SolverError, match="n_samples must be >= 1"):
+        solvers.sample("dds", op, y, prior, n_samples=0, progress=False)
+    with pytest.raises(SolverError, match="below steps_per_level"):
+        solvers.sample("score-ald", op, y, prior, nfe=2, progress=False)
+    with pytest.raises(SolverError, match="nfe must be >= 1"):
+        solvers.sample("dds", op, y, prior, nfe=0, progress=False)
+    with pytest.raises(SolverError, match="unknown method 'foo'"):
+        solvers.sample("foo", op, y, prior)
+    with pytest.raises(SolverError, match="unknown hyper-parameter"):
+        solvers.sample("dds", op, y, prior, snr=0.1)
+    real_prior = GaussianPrior(torch.zeros(N_PIX, N_PIX), torch.ones(N_PIX, N_PIX), basis="pixel",
+                               info=PriorInfo(name="real-one", value_kind="real"))
+    with pytest.raises(PriorMismatchError, match="real-one' is real"):
+        solvers.sample("dds", op, y, real_prior, progress=False)
