@@ -8,6 +8,7 @@ import sys
 # name -> (module, help). Each module registers its own arguments and does its work in `run(args)`.
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("recon.commands.info", "describe a fastMRI file: shape, coils, sizes, sampling"),
+    "reconstruct": ("recon.commands.reconstruct", "reconstruct fastMRI files: posterior mean, uncertainty, baselines"),
 }
 
 

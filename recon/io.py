@@ -238,6 +238,7 @@ class _AtomicH5:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.f.close()
         if exc_type is None:
+            os.chmod(self.tmp, 0o644)
             os.replace(self.tmp, self.path)
         else:
             self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,153 @@
+"""`recon reconstruct INPUT... --out DIR`: reconstruct fastMRI files with diffusion solvers and baselines."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from recon.distributed import finish, init_from_env, total
+from recon.io import iter_h5_files
+from recon.methods import POSTERIOR_METHODS, MethodError, MethodSettings, check_methods
+from recon.problem import MaskSpec
+
+DEFAULT_PRIOR = "brain-mri-complex"
+DEFAULT_UNET = "unet-brain-mri"
+
+
+class UsageError(ValueError):
+    """A command-line setting that cannot work, found before any file is touched."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", help="fastMRI .h5 files or directories of them")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--solver", default="dds", help="comma-separated: " + ",".join(
+        ["dds", "projection", "score-ald", "dps", "ccdf", "unet", "sense", "l1-wavelet", "tv", "zero-filled"]))
+    p.add_argument("--prior", default=DEFAULT_PRIOR, help="bundled prior name or checkpoint path")
+    p.add_argument("--prior-family", choices=["ncsnpp", "adm"], default=None,
+                   help="load --prior as a published checkpoint of this network family")
+    p.add_argument("--prior-config", default=None, help="named config for --prior-family (default: inferred)")
+    p.add_argument("--unet", default=DEFAULT_UNET, help="U-Net baseline name or path (for --solver unet / ccdf init)")
+    p.add_argument("--mask", default="random", help="mask kind for fully sampled inputs (random, equispaced, "
+                   "gaussian1d, gaussian2d, poisson, uniform2d)")
+    p.add_argument("--accel", type=float, default=4.0, help="acceleration for fully sampled inputs")
+    p.add_argument("--center-fraction", type=float, default=None, help="default 0.08 (R<=4) or 0.04")
+    p.add_argument("--maps", type=int, default=1, help="ESPIRiT map sets (2 for reduced FOV with wrap-around)")
+    p.add_argument("--samples", type=int, default=8, help="posterior samples per slice")
+    p.add_argument("--nfe", type=int, default=None, help="network evaluations (default: each solver's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slices", default=None, help="slice range A:B (Python semantics)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--export", default="", help="comma-separated: nifti,dicom")
+    p.add_argument("--save-samples", action="store_true")
+    p.add_argument("--save-maps", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="recompute files whose outputs are complete")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def parse_slices(text: str | None) -> tuple[int | None, int | None] | None:
+    if not text:
+        return None
+    try:
+        a, b = text.split(":")
+        return (int(a) if a else None, int(b) if b else None)
+    except ValueError:
+        raise UsageError(f"--slices must look like A:B, got '{text}'") from None
+
+
+def build_config(args: argparse.Namespace):
+    from recon.pipeline import ReconstructConfig
+
+    try:
+        methods = check_methods(args.solver.split(","), "mri")
+    except MethodError as e:
+        raise UsageError(str(e)) from None
+    if not args.accel > 1:
+        raise UsageError(f"--accel must be > 1, got {args.accel}")
+    if args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    exports = tuple(e for e in args.export.split(",") if e)
+    bad = [e for e in exports if e not in ("nifti", "dicom")]
+    if bad:
+        raise UsageError(f"--export: unknown format(s) {bad}; choose nifti, dicom")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available")
+    cf = args.center_fraction if args.center_fraction is not None else (0.08 if args.accel <= 4 else 0.04)
+    return ReconstructConfig(
+        solvers=methods, mask=MaskSpec(args.mask, args.accel, cf, args.seed), slices=parse_slices(args.slices),
+        device=args.device, n_maps=args.maps, save_samples=args.save_samples, save_maps=args.save_maps,
+        export=exports, quiet=args.quiet, prior_name=args.prior)
+
+
+def load_prior(args: argparse.Namespace, device: str):
+    """The prior named by --prior (registry name, our checkpoint, or a published checkpoint with --prior-family)."""
+    if args.prior_family:
+        from priors.checkpoints import load_checkpoint
+        return load_checkpoint(args.prior, family=args.prior_family, config=args.prior_config).to(device)
+    from priors.registry import load
+    return load(args.prior, device=device)
+
+
+def load_settings(args: argparse.Namespace, cfg) -> MethodSettings:
+    prior = None
+    if any(m in POSTERIOR_METHODS for m in cfg.solvers):
+        prior = load_prior(args, cfg.device)
+        if prior.info.value_kind != "complex":
+            raise UsageError(f"prior '{prior.info.name}' is {prior.info.value_kind}-valued; MRI needs a complex prior")
+    unet = None
+    if "unet" in cfg.solvers:
+        from recon.baselines.unet import load_unet
+        unet = load_unet(args.unet, device=cfg.device)
+    return MethodSettings(prior=prior, n_samples=args.samples, nfe=args.nfe, seed=args.seed, unet=unet,
+                          progress=not args.quiet)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recon.pipeline import is_complete, reconstruct_mri_file, report_error
+
+    try:
+        cfg = build_config(args)
+        rank = init_from_env(cfg.device)
+        cfg.device = rank.device(cfg.device)
+        settings = load_settings(args, cfg)
+    except (UsageError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = 0
+    files = []
+    for item in args.inputs:
+        if not Path(item).exists():
+            if rank.rank == 0:
+                report_error(item, FileNotFoundError("no such file or directory"))
+            failed += 1 if rank.rank == 0 else 0
+            continue
+        files.extend(iter_h5_files([item]))
+    done = 0
+    for path in rank.shard(files):
+        if not args.overwrite and is_complete(args.out, path.stem):
+            if not args.quiet:
+                print(f"skip (complete): {path}")
+            continue
+        try:
+            summary = reconstruct_mri_file(path, cfg, settings, args.out)
+        except (ValueError, OSError, RuntimeError) as e:
+            report_error(path, e)
+            failed += 1
+            continue
+        done += 1
+        if not args.quiet:
+            _print_summary(summary, args.out / f"{path.stem}.json")
+    failed = total(rank, failed)
+    finish(rank)
+    return 1 if failed else 0
+
+
+def _print_summary(summary: dict, json_path: Path) -> None:
+    print(f"{summary['file']}: R={summary['acceleration']:.2f} ({summary['mask']})  -> {json_path}")
+    for name, s in summary["solvers"].items():
+        psnr = "   n/a" if s["psnr"] is None else f"{s['psnr']:6.2f}"
+        ssim = "  n/a" if s["ssim"] is None else f"{s['ssim']:.3f}"
+        std = "" if s["mean_std"] is None else f"  mean std {s['mean_std']:.4g}"
+        print(f"  {name:12s} PSNR {psnr} dB  SSIM {ssim}  {s['wall_time_s']:7.1f} s  NFE {s['nfe']}{std}")

@@ -1,0 +1,46 @@
+"""The embedded default: a small fastMRI-format sample shipped with the package, and `recon demo`.
+
+The sample is simulated by the project's own code from a held-out BrainWeb *test* subject (51):
+T1-weighted complex slices (`recon.brainweb`), 8 birdcage coils and complex noise
+(`recon.simulate.simulate_multicoil`), fully sampled, written with `recon.io.write_fastmri`.
+Regenerate it with ``python -m recon.demo --make-sample`` (needs ../shared/data).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SAMPLE = Path(__file__).resolve().parent / "samples" / "brainweb_subject51_t1w.h5"
+SAMPLE_SHAPE = (192, 160)
+
+
+def make_demo_sample(path: Path = SAMPLE, n_slices: int = 3, n_coils: int = 8, seed: int = 51) -> Path:
+    """Simulate the demo file (BrainWeb test subject 51, T1w, fully sampled, 8 coils) at `path`."""
+    from recon.brainweb import brainweb_slices
+    from recon.io import center_crop, write_fastmri
+    from recon.simulate import simulate_multicoil
+
+    rng = np.random.default_rng(seed)
+    imgs = brainweb_slices(51, "T1w", rng, n_slices=n_slices + 2)[1:-1]          # skip the extreme slices
+    x = center_crop(torch.from_numpy(imgs), SAMPLE_SHAPE)
+    x = torch.nn.functional.pad(x, _pad_to(x.shape[-2:], SAMPLE_SHAPE))
+    k, _, _ = simulate_multicoil(x, n_coils=n_coils, noise_std=0.002, add_phase=False, seed=seed)
+    return write_fastmri(path, k, attrs={"acquisition": "AXT1_SIMULATED", "patient_id": "brainweb51-sim",
+                                         "source": "BrainWeb subject 51 (test split), simulated by diffrecon"})
+
+
+def _pad_to(shape, target) -> tuple[int, int, int, int]:
+    dh, dw = max(target[0] - shape[0], 0), max(target[1] - shape[1], 0)
+    return (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description="(re)generate the bundled demo sample")
+    ap.add_argument("--make-sample", action="store_true")
+    a = ap.parse_args()
+    if a.make_sample:
+        p = make_demo_sample()
+        print(p, p.stat().st_size, "bytes")

@@ -1,0 +1,109 @@
+"""Every reconstruction method behind one call: `run_method(name, problem, settings) -> Posterior`.
+
+Posterior samplers come from `solvers`; baselines from `recon.baselines`. Method names are the
+command line's (`--solver`).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+import solvers
+from priors.base import Prior
+from recon.problem import MRIProblem
+from solvers.posterior import Posterior
+
+POSTERIOR_METHODS = ("dds", "projection", "score-ald", "dps", "ccdf")
+MRI_BASELINES = ("zero-filled", "sense", "l1-wavelet", "tv", "unet")
+CT_BASELINES = ("fbp", "sirt", "tv", "unet")
+ALL_METHODS = tuple(dict.fromkeys(POSTERIOR_METHODS + MRI_BASELINES + CT_BASELINES))
+
+
+class MethodError(ValueError):
+    """An unknown method, or one that cannot run with what was given."""
+
+
+@dataclass
+class MethodSettings:
+    """What methods need besides the problem.
+
+    Attributes:
+        prior: the diffusion prior (posterior methods).
+        n_samples, nfe, seed: sampler settings (nfe None = each method's default).
+        unet: a trained U-Net baseline (``unet`` and ``ccdf --init unet``), or None.
+        progress: per-step progress bars.
+        hparams: per-method hyper-parameter overrides, e.g. ``{"dds": {"eta": 1.0}}``.
+    """
+
+    prior: Prior | None = None
+    n_samples: int = 8
+    nfe: int | None = None
+    seed: int = 0
+    unet: Any = None
+    progress: bool = True
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def check_methods(names: list[str], modality: str = "mri") -> list[str]:
+    """Validate method names for a modality; returns them normalised (lower case)."""
+    allowed = POSTERIOR_METHODS + (MRI_BASELINES if modality == "mri" else CT_BASELINES)
+    out = []
+    for n in names:
+        key = n.strip().lower().replace("_", "-")
+        if key not in allowed:
+            raise MethodError(f"unknown solver '{n}' for {modality}; choose from {', '.join(allowed)}")
+        out.append(key)
+    return out
+
+
+def run_method(name: str, problem: MRIProblem, settings: MethodSettings) -> Posterior:
+    """Run one method on an MRI problem. Returns a `Posterior` over complex images [.., (M,) H, W]
+    (posterior methods) or the baseline's estimate (mean only)."""
+    if name in POSTERIOR_METHODS:
+        if settings.prior is None:
+            raise MethodError(f"solver '{name}' needs a prior (--prior)")
+        hp = dict(settings.hparams.get(name, {}))
+        if name == "ccdf" and hp.get("init") == "unet":
+            hp["init"] = _unet_init(problem, settings)
+        return solvers.sample(name, problem.op, problem.y, settings.prior, n_samples=settings.n_samples,
+                              nfe=settings.nfe, seed=settings.seed, progress=settings.progress, **hp)
+    t0 = time.perf_counter()
+    from recon.baselines import mri as base
+    if name == "zero-filled":
+        post = base.zero_filled(problem.y, problem.op, combine="sense")
+    elif name == "sense":
+        post = base.cg_sense(problem.y, problem.op, **settings.hparams.get(name, {}))
+    elif name == "l1-wavelet":
+        post = base.l1_wavelet(problem.y, problem.maps, problem.mask, **settings.hparams.get(name, {}))
+    elif name == "tv":
+        post = base.total_variation(problem.y, problem.maps, problem.mask, **settings.hparams.get(name, {}))
+    elif name == "unet":
+        post = Posterior(mean=_unet_image(problem, settings), method="unet")
+    else:
+        raise MethodError(f"solver '{name}' does not apply to MRI data")
+    post.wall_time = post.wall_time or time.perf_counter() - t0
+    return post
+
+
+def _unet_image(problem: MRIProblem, settings: MethodSettings) -> torch.Tensor:
+    """U-Net magnitude output at the recon size [rH, rW] (real)."""
+    if settings.unet is None:
+        raise MethodError("solver 'unet' needs a U-Net baseline (none is loaded)")
+    from recon.baselines import unet as unet_base
+    return unet_base.apply_mri_unet(settings.unet, problem.zero_filled())
+
+
+def _unet_init(problem: MRIProblem, settings: MethodSettings) -> torch.Tensor:
+    """U-Net output as a complex full-size image for ccdf: magnitude padded to [H, W], phase of least squares."""
+    mag = _unet_image(problem, settings)
+    h, w = problem.y.shape[-2:]
+    full = torch.zeros(h, w, device=mag.device)
+    top, left = (h - mag.shape[-2]) // 2, (w - mag.shape[-1]) // 2
+    full[top: top + mag.shape[-2], left: left + mag.shape[-1]] = mag
+    ls = solvers.loop.least_squares_image(problem.op, problem.y)
+    phase = torch.sgn(ls if problem.op.n_sets == 1 else ls[0])
+    img = full * phase
+    return img if problem.op.n_sets == 1 else torch.stack([img] + [torch.zeros_like(img)] * (problem.op.n_sets - 1))

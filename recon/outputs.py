@@ -1,0 +1,162 @@
+"""Result files of `recon reconstruct`: NAME.h5, NAME.png, NAME.json, and NIfTI / DICOM exports.
+
+Every file is written to a temporary name in the output folder and renamed into place, so an
+interrupted run never leaves a file that looks complete. NAME.json is written last: its presence
+marks the input as done.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from recon.io import atomic_h5
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it to `path` if the block succeeds, else delete it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o644)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def write_result_h5(path: Path, datasets: dict[str, np.ndarray | None], groups: dict[str, dict[str, np.ndarray]],
+                    attrs: dict[str, Any]) -> None:
+    """Top-level datasets, one group per solver (``solvers/NAME/{mean,std,samples}``), and attributes."""
+    with atomic_h5(path) as f:
+        for name, data in datasets.items():
+            if data is not None:
+                f.create_dataset(name, data=data, compression="gzip", compression_opts=4)
+        for gname, members in groups.items():
+            g = f.create_group(gname)
+            for name, data in members.items():
+                if data is not None:
+                    g.create_dataset(name, data=data, compression="gzip", compression_opts=4)
+        for k, v in attrs.items():
+            f.attrs[k] = v if isinstance(v, (int, float, str, np.number)) else json.dumps(v, default=_json_default)
+
+
+def write_panel(path: Path, reference: np.ndarray | None, zero_filled: np.ndarray, means: dict[str, np.ndarray],
+                primary_std: np.ndarray | None, primary: str | None, title: str) -> None:
+    """reference | zero-filled | each method's mean | |error| of the first posterior method | its std.
+
+    Images share one intensity window (0 to the 99.5th percentile of the reference, or of zero-filled);
+    the error uses the same window scaled by 0.25; std has its own colour bar.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: list[tuple[str, np.ndarray, str]] = []
+    if reference is not None:
+        panels.append(("reference", reference, "img"))
+    panels.append(("zero-filled", zero_filled, "img"))
+    panels += [(name, img, "img") for name, img in means.items()]
+    if primary is not None and reference is not None:
+        panels.append((f"|error| {primary}", np.abs(means[primary] - reference), "err"))
+    if primary_std is not None:
+        panels.append((f"std {primary}", primary_std, "std"))
+    vmax = float(np.percentile(reference if reference is not None else zero_filled, 99.5)) or 1.0
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
+    for ax, (name, img, kind) in zip(axes[0], panels):
+        if kind == "img":
+            im = ax.imshow(img, cmap="gray", vmin=0, vmax=vmax)
+        elif kind == "err":
+            im = ax.imshow(img, cmap="magma", vmin=0, vmax=0.25 * vmax)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        else:
+            im = ax.imshow(img, cmap="viridis", vmin=0, vmax=float(np.percentile(img, 99.5)) or 1.0)
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def export_nifti(path: Path, volume: np.ndarray, spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+    """[slices, H, W] -> NIfTI (x = W, y = H, z = slices), float32, voxel size `spacing_mm` (x, y, z)."""
+    import nibabel as nib
+    data = np.ascontiguousarray(np.transpose(volume.astype(np.float32), (2, 1, 0)))
+    affine = np.diag([spacing_mm[0], spacing_mm[1], spacing_mm[2], 1.0])
+    with atomic_path(path) as tmp:
+        nib.save(nib.Nifti1Image(data, affine), str(tmp))
+
+
+def export_dicom(folder: Path, volume: np.ndarray, series_description: str, modality: str = "MR",
+                 spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0), patient_id: str = "ANON") -> None:
+    """[slices, H, W] -> a DICOM series (one file per slice, 16-bit with RescaleSlope), written to a
+    temporary folder and renamed to `folder`."""
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop_class = "1.2.840.10008.5.1.4.1.1.4" if modality == "MR" else "1.2.840.10008.5.1.4.1.1.2"
+    vmax = float(volume.max()) or 1.0
+    slope = vmax / 65535.0
+    study, series = generate_uid(), generate_uid()
+    now = _dt.datetime.now()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for i, img in enumerate(volume):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = sop_class
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = FileDataset(str(tmp / f"{i:04d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+            ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.FrameOfReferenceUID = study
+            ds.Modality, ds.SeriesDescription = modality, series_description
+            ds.PatientID, ds.PatientName = patient_id, patient_id
+            ds.StudyDate = ds.SeriesDate = now.strftime("%Y%m%d")
+            ds.StudyTime = now.strftime("%H%M%S")
+            ds.SeriesNumber, ds.InstanceNumber = 1, i + 1
+            ds.ImagePositionPatient = [0.0, 0.0, float(i * spacing_mm[2])]
+            ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+            ds.PixelSpacing = [float(spacing_mm[1]), float(spacing_mm[0])]
+            ds.SliceThickness = float(spacing_mm[2])
+            ds.Rows, ds.Columns = img.shape
+            ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+            ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", "0"
+            ds.PixelData = np.clip(np.round(img / slope), 0, 65535).astype(np.uint16).tobytes()
+            ds.save_as(tmp / f"{i:04d}.dcm", enforce_file_format=True)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

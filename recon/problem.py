@@ -1,0 +1,122 @@
+"""From a fastMRI slice to a reconstruction problem: sampling, coil maps, operator, reference, crop."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from operators.espirit import espirit_maps
+from operators.fft import fft2c, ifft2c, rss
+from operators.mri import MultiCoilMRI
+from recon.io import FastMRIHeader, center_crop
+from recon.masks import make_mask
+
+
+@dataclass(frozen=True)
+class MaskSpec:
+    """Retrospective undersampling of fully sampled data (ignored when the data are undersampled)."""
+
+    kind: str = "random"
+    acceleration: float = 4.0
+    center_fraction: float = 0.08
+    seed: int = 0
+
+
+@dataclass
+class MRIProblem:
+    """One slice, ready for any method.
+
+    Attributes:
+        y: measured (masked) k-space, complex64 [C, H, W].
+        mask: float32 [H, W] sampling mask (1D masks are expanded).
+        maps: ESPIRiT maps, complex64 [C, H, W] or [M, C, H, W].
+        op: `MultiCoilMRI(maps, mask)`.
+        crop: (rH, rW) fastMRI recon size for outputs and metrics.
+        reference: magnitude [rH, rW] (the file's target or the RSS of fully sampled data), or None.
+        acceleration: achieved acceleration of `mask` over the acquired lines.
+        retrospective: True when the mask was applied here to fully sampled data.
+        mask_kind: the mask kind, or "file" when the file's own sampling was used.
+    """
+
+    y: torch.Tensor
+    mask: torch.Tensor
+    maps: torch.Tensor
+    op: MultiCoilMRI
+    crop: tuple[int, int]
+    reference: torch.Tensor | None
+    acceleration: float
+    retrospective: bool
+    mask_kind: str
+
+    def magnitude(self, images: torch.Tensor) -> torch.Tensor:
+        """Magnitude over map sets, cropped: complex [..., (M,) H, W] -> real [..., rH, rW]."""
+        mag = images.abs()
+        if self.op.n_sets > 1:
+            mag = mag.pow(2).sum(-3).sqrt()
+        return center_crop(mag, self.crop)
+
+    def zero_filled(self) -> torch.Tensor:
+        """fastMRI's zero-filled baseline: RSS of the inverse FFT of the measured k-space, cropped."""
+        return center_crop(rss(ifft2c(self.y)), self.crop)
+
+
+def sampled_pattern(kspace: torch.Tensor) -> torch.Tensor:
+    """Where any coil has data: bool [H, W]."""
+    return kspace.abs().sum(0) > 0
+
+
+def reduce_readout(kspace: torch.Tensor, n_readout: int) -> torch.Tensor:
+    """Remove readout oversampling: centre-crop the image along the readout axis (-2), back to k-space.
+
+    Exact for masks that sample whole readout lines (Cartesian 1D undersampling).
+    """
+    if kspace.shape[-2] <= n_readout:
+        return kspace
+    img = ifft2c(kspace)
+    return fft2c(center_crop(img, (n_readout, img.shape[-1])))
+
+
+def prepare_mri_slice(
+    kspace: np.ndarray | torch.Tensor,
+    header: FastMRIHeader,
+    mask_spec: MaskSpec,
+    target: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
+    n_maps: int = 1,
+    calib_width: int = 24,
+) -> MRIProblem:
+    """Build the problem for one multi-coil slice [C, H, W].
+
+    Fully sampled data (every acquired phase line present) are undersampled with `mask_spec`; data that
+    are already undersampled keep their own sampling. Readout oversampling is removed first when whole
+    readout lines are sampled.
+    """
+    k = torch.as_tensor(kspace).to(torch.complex64)
+    left, right = header.acquired_lines
+    pattern = sampled_pattern(k)
+    lines = pattern.any(0)
+    line_sampling = bool((pattern == lines[None, :]).all())  # every sampled column fully sampled along readout
+    fully = line_sampling and bool(lines[left:right].all())
+    if line_sampling:
+        k = reduce_readout(k, header.recon_size[0])
+    h, w = k.shape[-2:]
+    reference = torch.as_tensor(target, dtype=torch.float32) if target is not None else None
+    if fully:
+        m = make_mask(mask_spec.kind, (h, w), mask_spec.acceleration, mask_spec.center_fraction,
+                      seed=mask_spec.seed, acquired=(left, right))
+        mask = m.mask.expand(h, w) if m.mask.dim() == 1 else m.mask
+        accel, kind = m.acceleration, mask_spec.kind
+        if reference is None:
+            reference = center_crop(rss(ifft2c(k)), (header.recon_size[0], header.recon_size[1]))
+    else:
+        mask = sampled_pattern(k).float()
+        accel = float(mask[:, left:right].numel() / max(float(mask[:, left:right].sum()), 1.0))
+        kind = "file"
+    y = k * mask
+    maps = espirit_maps(y, calib_width=calib_width, n_maps=n_maps)
+    y, mask, maps = y.to(device), mask.to(device), maps.to(device)
+    crop = (min(header.recon_size[0], h), min(header.recon_size[1], w))
+    if reference is not None:
+        reference = center_crop(reference, crop).to(device)
+    return MRIProblem(y, mask, maps, MultiCoilMRI(maps, mask), crop, reference, accel, fully, kind)
