@@ -1,4 +1,6 @@
 """Forward operators on torch tensors: A, A^H and A^H A."""
+from .ct import (ConeBeam3D, CUDAUnavailableError, FanBeam2D, ParallelBeam2D, cuda_available, limited_angle,
+                 sparse_view_angles)
 from .base import LinearOperator, OperatorShapeError, adjointness_error, inner, power_iteration
 from .fft import fft2c, ifft2c, rss, sense_combine
 from .linalg import conjugate_gradient
@@ -7,4 +9,6 @@ from .mri import CoilwiseMRI, MultiCoilMRI, SingleCoilMRI
 __all__ = [
     "LinearOperator", "OperatorShapeError", "adjointness_error", "inner", "power_iteration",
     "fft2c", "ifft2c", "rss", "sense_combine", "conjugate_gradient", "MultiCoilMRI", "SingleCoilMRI", "CoilwiseMRI",
+    "ParallelBeam2D", "FanBeam2D", "ConeBeam3D", "CUDAUnavailableError", "cuda_available", "sparse_view_angles",
+    "limited_angle",
 ]

@@ -1,0 +1,1 @@
+"""Baselines to compare against: every one returns a result shaped like a `Posterior` (mean only)."""
