@@ -40,7 +40,8 @@ class PriorInfo:
         modality: ``"mri"`` or ``"ct"`` (or ``"any"`` for analytic priors).
         normalization: how images were scaled for training:
             ``"p99"``   -> the 99th percentile of the magnitude is 1;
-            ``"fixed"`` -> images are divided by the constant `scale` (e.g. CT attenuation).
+            ``"fixed"`` -> images are divided by the constant `scale` (e.g. CT attenuation);
+            ``"max"``   -> the maximum magnitude is 1 (the published score-MRI / DDS networks).
         scale: the constant for ``normalization == "fixed"`` (ignored otherwise).
         sigma_min, sigma_max: the noise range the network was trained for.
         sigma_data: EDM's data standard deviation (used by `EDMPrior`).
@@ -119,6 +120,8 @@ class Prior(nn.Module):
             return float(self.info.scale)
         if self.info.normalization == "p99":
             return p99_scale(image)
+        if self.info.normalization == "max":
+            return max(float(image.detach().abs().max()), 1e-12)
         raise PriorMismatchError(f"unknown normalization '{self.info.normalization}' in prior '{self.info.name}'")
 
     def reset_nfe(self) -> None:

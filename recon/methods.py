@@ -13,6 +13,7 @@ import torch
 
 import solvers
 from priors.base import Prior
+from recon.ct_problem import CTProblem
 from recon.problem import MRIProblem
 from solvers.posterior import Posterior
 
@@ -59,9 +60,11 @@ def check_methods(names: list[str], modality: str = "mri") -> list[str]:
     return out
 
 
-def run_method(name: str, problem: MRIProblem, settings: MethodSettings) -> Posterior:
-    """Run one method on an MRI problem. Returns a `Posterior` over complex images [.., (M,) H, W]
-    (posterior methods) or the baseline's estimate (mean only)."""
+def run_method(name: str, problem: MRIProblem | CTProblem, settings: MethodSettings) -> Posterior:
+    """Run one method. MRI: a `Posterior` over complex images [..., (M,) H, W] (posterior methods) or the
+    baseline's estimate (mean only). CT: images in attenuation per pixel (the operator's domain)."""
+    if isinstance(problem, CTProblem):
+        return run_ct_method(name, problem, settings)
     if name in POSTERIOR_METHODS:
         if settings.prior is None:
             raise MethodError(f"solver '{name}' needs a prior (--prior)")
@@ -107,3 +110,42 @@ def _unet_init(problem: MRIProblem, settings: MethodSettings) -> torch.Tensor:
     phase = torch.sgn(ls if problem.op.n_sets == 1 else ls[0])
     img = full * phase
     return img if problem.op.n_sets == 1 else torch.stack([img] + [torch.zeros_like(img)] * (problem.op.n_sets - 1))
+
+
+def run_ct_method(name: str, problem: CTProblem, settings: MethodSettings) -> Posterior:
+    """Run one method on a CT problem; images are attenuation per pixel [H, W]."""
+    if name in POSTERIOR_METHODS:
+        if settings.prior is None:
+            raise MethodError(f"solver '{name}' needs a prior (--prior)")
+        hp = dict(settings.hparams.get(name, {}))
+        if name == "ccdf" and hp.get("init") in ("unet", "fbp"):
+            hp["init"] = _ct_unet(problem, settings) if hp["init"] == "unet" else _fbp(problem)
+        return solvers.sample(name, problem.op, problem.y, settings.prior, n_samples=settings.n_samples,
+                              nfe=settings.nfe, seed=settings.seed, progress=settings.progress,
+                              scale=problem.scale, **hp)
+    t0 = time.perf_counter()
+    if name == "fbp":
+        mean = _fbp(problem)
+    elif name == "sirt":
+        from recon.baselines.ct import sirt
+        mean = sirt(problem.y, problem.op, **settings.hparams.get(name, {"n_iter": 100, "nonneg": True}))
+    elif name == "tv":
+        from recon.baselines import ct_iterative
+        return ct_iterative.tv_reconstruction(problem.y, problem.op, **settings.hparams.get(name, {}))
+    elif name == "unet":
+        mean = _ct_unet(problem, settings)
+    else:
+        raise MethodError(f"solver '{name}' does not apply to CT data")
+    return Posterior(mean=mean, method=name, wall_time=time.perf_counter() - t0)
+
+
+def _fbp(problem: CTProblem) -> torch.Tensor:
+    from recon.baselines.ct import fbp
+    return fbp(problem.y, problem.op)
+
+
+def _ct_unet(problem: CTProblem, settings: MethodSettings) -> torch.Tensor:
+    if settings.unet is None:
+        raise MethodError("solver 'unet' needs a U-Net baseline (none is loaded)")
+    from recon.baselines import unet as unet_base
+    return unet_base.apply_ct_unet(settings.unet, _fbp(problem), problem.scale)

@@ -64,11 +64,11 @@ def write_result_h5(path: Path, datasets: dict[str, np.ndarray | None], groups: 
             f.attrs[k] = v if isinstance(v, (int, float, str, np.number)) else json.dumps(v, default=_json_default)
 
 
-def write_panel(path: Path, reference: np.ndarray | None, zero_filled: np.ndarray, means: dict[str, np.ndarray],
-                primary_std: np.ndarray | None, primary: str | None, title: str) -> None:
-    """reference | zero-filled | each method's mean | |error| of the first posterior method | its std.
+def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, means: dict[str, np.ndarray],
+                primary_std: np.ndarray | None, primary: str, title: str, first_name: str = "zero-filled") -> None:
+    """reference | zero-filled (or FBP) | each method's mean | |error| of the primary method | its std.
 
-    Images share one intensity window (0 to the 99.5th percentile of the reference, or of zero-filled);
+    Images share one intensity window (0 to the 99.5th percentile of the reference, or of `first`);
     the error uses the same window scaled by 0.25; std has its own colour bar.
     """
     import matplotlib
@@ -78,13 +78,13 @@ def write_panel(path: Path, reference: np.ndarray | None, zero_filled: np.ndarra
     panels: list[tuple[str, np.ndarray, str]] = []
     if reference is not None:
         panels.append(("reference", reference, "img"))
-    panels.append(("zero-filled", zero_filled, "img"))
+    panels.append((first_name, first, "img"))
     panels += [(name, img, "img") for name, img in means.items()]
-    if primary is not None and reference is not None:
+    if reference is not None:
         panels.append((f"|error| {primary}", np.abs(means[primary] - reference), "err"))
     if primary_std is not None:
         panels.append((f"std {primary}", primary_std, "std"))
-    vmax = float(np.percentile(reference if reference is not None else zero_filled, 99.5)) or 1.0
+    vmax = float(np.percentile(reference if reference is not None else first, 99.5)) or 1.0
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
     for ax, (name, img, kind) in zip(axes[0], panels):
         if kind == "img":
@@ -114,14 +114,16 @@ def export_nifti(path: Path, volume: np.ndarray, spacing_mm: tuple[float, float,
 
 
 def export_dicom(folder: Path, volume: np.ndarray, series_description: str, modality: str = "MR",
-                 spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0), patient_id: str = "ANON") -> None:
-    """[slices, H, W] -> a DICOM series (one file per slice, 16-bit with RescaleSlope), written to a
-    temporary folder and renamed to `folder`."""
+                 spacing_mm: tuple[float, float, float] = (1.0, 1.0, 1.0), patient_id: str = "ANON",
+                 intercept: float = 0.0) -> None:
+    """[slices, H, W] non-negative -> a DICOM series (one file per slice, 16-bit, value = pixel * slope +
+    `intercept`, e.g. -1024 for CT volumes given as HU + 1024), written to a temporary folder and renamed."""
     import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
     sop_class = "1.2.840.10008.5.1.4.1.1.4" if modality == "MR" else "1.2.840.10008.5.1.4.1.1.2"
+    volume = np.clip(volume, 0, None)
     vmax = float(volume.max()) or 1.0
     slope = vmax / 65535.0
     study, series = generate_uid(), generate_uid()
@@ -150,7 +152,7 @@ def export_dicom(folder: Path, volume: np.ndarray, series_description: str, moda
             ds.Rows, ds.Columns = img.shape
             ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
             ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-            ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", "0"
+            ds.RescaleSlope, ds.RescaleIntercept = f"{slope:.10g}", f"{intercept:.10g}"
             ds.PixelData = np.clip(np.round(img / slope), 0, 65535).astype(np.uint16).tobytes()
             ds.save_as(tmp / f"{i:04d}.dcm", enforce_file_format=True)
         if folder.exists():

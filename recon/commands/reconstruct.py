@@ -85,7 +85,7 @@ def load_prior(args: argparse.Namespace, device: str):
     """The prior named by --prior (registry name, our checkpoint, or a published checkpoint with --prior-family)."""
     if args.prior_family:
         from priors.checkpoints import load_checkpoint
-        return load_checkpoint(args.prior, family=args.prior_family, config=args.prior_config).to(device)
+        return load_checkpoint(args.prior, family=args.prior_family, config=args.prior_config, device=device)
     from priors.registry import load
     return load(args.prior, device=device)
 
