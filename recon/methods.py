@@ -48,9 +48,10 @@ class MethodSettings:
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def check_methods(names: list[str], modality: str = "mri") -> list[str]:
-    """Validate method names for a modality; returns them normalised (lower case)."""
-    allowed = POSTERIOR_METHODS + (MRI_BASELINES if modality == "mri" else CT_BASELINES)
+def check_methods(names: list[str], modality: str = "auto") -> list[str]:
+    """Validate method names for a modality ("mri", "ct" or "auto" = either); returns them normalised."""
+    allowed = POSTERIOR_METHODS + {"mri": MRI_BASELINES, "ct": CT_BASELINES}.get(modality, ALL_METHODS)
+    allowed = tuple(dict.fromkeys(allowed))
     out = []
     for n in names:
         key = n.strip().lower().replace("_", "-")

@@ -78,7 +78,8 @@ def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, mea
     panels: list[tuple[str, np.ndarray, str]] = []
     if reference is not None:
         panels.append(("reference", reference, "img"))
-    panels.append((first_name, first, "img"))
+    if first_name not in means:
+        panels.append((first_name, first, "img"))
     panels += [(name, img, "img") for name, img in means.items()]
     if reference is not None:
         panels.append((f"|error| {primary}", np.abs(means[primary] - reference), "err"))

@@ -1,4 +1,5 @@
-"""`recon reconstruct INPUT... --out DIR`: reconstruct fastMRI files with diffusion solvers and baselines."""
+"""`recon reconstruct INPUT... --out DIR`: reconstruct fastMRI files (and CT volumes / sinograms) with
+diffusion solvers and baselines."""
 from __future__ import annotations
 
 import argparse
@@ -10,10 +11,11 @@ import torch
 from recon.distributed import finish, init_from_env, total
 from recon.io import iter_h5_files
 from recon.methods import POSTERIOR_METHODS, MethodError, MethodSettings, check_methods
+from recon.ct_problem import CTSpec
 from recon.problem import MaskSpec
 
-DEFAULT_PRIOR = "brain-mri-complex"
-DEFAULT_UNET = "unet-brain-mri"
+DEFAULT_PRIOR = {"mri": "brain-mri-complex", "ct": "head-ct"}
+DEFAULT_UNET = {"mri": "unet-brain-mri", "ct": "unet-head-ct"}
 
 
 class UsageError(ValueError):
@@ -21,19 +23,26 @@ class UsageError(ValueError):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", help="fastMRI .h5 files or directories of them")
+    p.add_argument("inputs", nargs="+", help="fastMRI .h5 files, CT volumes / sinogram files, or directories of them")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--solver", default="dds", help="comma-separated: " + ",".join(
-        ["dds", "projection", "score-ald", "dps", "ccdf", "unet", "sense", "l1-wavelet", "tv", "zero-filled"]))
-    p.add_argument("--prior", default=DEFAULT_PRIOR, help="bundled prior name or checkpoint path")
+        ["dds", "projection", "score-ald", "dps", "ccdf", "unet", "sense", "l1-wavelet", "tv", "zero-filled",
+         "fbp", "sirt"]))
+    p.add_argument("--modality", choices=["auto", "mri", "ct"], default="auto",
+                   help="detected from each file's content by default")
+    p.add_argument("--prior", default=None, help="bundled prior name or checkpoint path "
+                   "(default: brain-mri-complex for MRI, head-ct for CT)")
     p.add_argument("--prior-family", choices=["ncsnpp", "adm"], default=None,
                    help="load --prior as a published checkpoint of this network family")
     p.add_argument("--prior-config", default=None, help="named config for --prior-family (default: inferred)")
-    p.add_argument("--unet", default=DEFAULT_UNET, help="U-Net baseline name or path (for --solver unet / ccdf init)")
+    p.add_argument("--unet", default=None, help="U-Net baseline name or path (default: unet-brain-mri / unet-head-ct)")
     p.add_argument("--mask", default="random", help="mask kind for fully sampled inputs (random, equispaced, "
                    "gaussian1d, gaussian2d, poisson, uniform2d)")
     p.add_argument("--accel", type=float, default=4.0, help="acceleration for fully sampled inputs")
     p.add_argument("--center-fraction", type=float, default=None, help="default 0.08 (R<=4) or 0.04")
+    p.add_argument("--views", type=int, default=60, help="CT: projection views simulated from HU volumes")
+    p.add_argument("--arc", type=float, default=180.0, help="CT: angular range in degrees (< 180: limited angle)")
+    p.add_argument("--I0", type=float, default=None, help="CT: incident photons per bin (Poisson noise)")
     p.add_argument("--maps", type=int, default=1, help="ESPIRiT map sets (2 for reduced FOV with wrap-around)")
     p.add_argument("--samples", type=int, default=8, help="posterior samples per slice")
     p.add_argument("--nfe", type=int, default=None, help="network evaluations (default: each solver's)")
@@ -61,9 +70,11 @@ def build_config(args: argparse.Namespace):
     from recon.pipeline import ReconstructConfig
 
     try:
-        methods = check_methods(args.solver.split(","), "mri")
+        methods = check_methods(args.solver.split(","), args.modality)
     except MethodError as e:
         raise UsageError(str(e)) from None
+    if args.views < 1:
+        raise UsageError(f"--views must be >= 1, got {args.views}")
     if not args.accel > 1:
         raise UsageError(f"--accel must be > 1, got {args.accel}")
     if args.samples < 1:
@@ -76,67 +87,89 @@ def build_config(args: argparse.Namespace):
         raise UsageError("--device cuda: no CUDA device is available")
     cf = args.center_fraction if args.center_fraction is not None else (0.08 if args.accel <= 4 else 0.04)
     return ReconstructConfig(
-        solvers=methods, mask=MaskSpec(args.mask, args.accel, cf, args.seed), slices=parse_slices(args.slices),
+        solvers=methods, mask=MaskSpec(args.mask, args.accel, cf, args.seed),
+        ct=CTSpec(args.views, args.arc, args.I0, args.seed), slices=parse_slices(args.slices),
         device=args.device, n_maps=args.maps, save_samples=args.save_samples, save_maps=args.save_maps,
-        export=exports, quiet=args.quiet, prior_name=args.prior)
+        export=exports, quiet=args.quiet, prior_name=args.prior or "")
 
 
-def load_prior(args: argparse.Namespace, device: str):
-    """The prior named by --prior (registry name, our checkpoint, or a published checkpoint with --prior-family)."""
-    if args.prior_family:
+def load_prior(name: str, family: str | None, config: str | None, device: str):
+    """A registry name or our checkpoint, or a published checkpoint with `family` (ncsnpp, adm)."""
+    if family:
         from priors.checkpoints import load_checkpoint
-        return load_checkpoint(args.prior, family=args.prior_family, config=args.prior_config, device=device)
+        return load_checkpoint(name, family=family, config=config, device=device)
     from priors.registry import load
-    return load(args.prior, device=device)
+    return load(name, device=device)
 
 
-def load_settings(args: argparse.Namespace, cfg) -> MethodSettings:
-    prior = None
-    if any(m in POSTERIOR_METHODS for m in cfg.solvers):
-        prior = load_prior(args, cfg.device)
-        if prior.info.value_kind != "complex":
-            raise UsageError(f"prior '{prior.info.name}' is {prior.info.value_kind}-valued; MRI needs a complex prior")
-    unet = None
-    if "unet" in cfg.solvers:
-        from recon.baselines.unet import load_unet
-        unet = load_unet(args.unet, device=cfg.device)
-    return MethodSettings(prior=prior, n_samples=args.samples, nfe=args.nfe, seed=args.seed, unet=unet,
-                          progress=not args.quiet)
+class SettingsCache:
+    """Method settings per modality, loading each prior / U-Net once, on first use."""
+
+    def __init__(self, args: argparse.Namespace, cfg):
+        self.args, self.cfg = args, cfg
+        self._cache: dict[str, MethodSettings] = {}
+
+    def __call__(self, modality: str) -> MethodSettings:
+        if modality not in self._cache:
+            self._cache[modality] = self._load(modality)
+        return self._cache[modality]
+
+    def _load(self, modality: str) -> MethodSettings:
+        a, cfg = self.args, self.cfg
+        if a.modality != "auto" and modality != a.modality:
+            raise UsageError(f"--modality {a.modality} given, but this input holds {modality} data")
+        try:
+            check_methods(cfg.solvers, modality)
+        except MethodError as e:
+            raise UsageError(str(e)) from None
+        prior = None
+        if any(m in POSTERIOR_METHODS for m in cfg.solvers):
+            prior = load_prior(a.prior or DEFAULT_PRIOR[modality], a.prior_family, a.prior_config, cfg.device)
+            want = "complex" if modality == "mri" else "real"
+            if prior.info.value_kind != want:
+                raise UsageError(f"prior '{prior.info.name}' is {prior.info.value_kind}-valued; "
+                                 f"{modality.upper()} data need a {want}-valued prior")
+        unet = None
+        if "unet" in cfg.solvers:
+            from recon.baselines.unet import load_unet
+            unet = load_unet(a.unet or DEFAULT_UNET[modality], device=cfg.device)
+        return MethodSettings(prior=prior, n_samples=a.samples, nfe=a.nfe, seed=a.seed, unet=unet,
+                              progress=not a.quiet)
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon.pipeline import is_complete, reconstruct_mri_file, report_error
+    from recon.pipeline import is_complete, reconstruct_file, report_error
 
     try:
         cfg = build_config(args)
         rank = init_from_env(cfg.device)
         cfg.device = rank.device(cfg.device)
-        settings = load_settings(args, cfg)
-    except (UsageError, ValueError, FileNotFoundError) as e:
+    except (UsageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    settings_for = SettingsCache(args, cfg)
     failed = 0
-    files = []
+    files: list[Path] = []
     for item in args.inputs:
-        if not Path(item).exists():
-            if rank.rank == 0:
-                report_error(item, FileNotFoundError("no such file or directory"))
-            failed += 1 if rank.rank == 0 else 0
-            continue
-        files.extend(iter_h5_files([item]))
-    done = 0
+        if Path(item).exists():
+            files.extend(iter_h5_files([item]))
+        elif rank.rank == 0:  # every rank sees the same inputs; one reports
+            report_error(item, FileNotFoundError("no such file or directory"))
+            failed += 1
     for path in rank.shard(files):
         if not args.overwrite and is_complete(args.out, path.stem):
             if not args.quiet:
                 print(f"skip (complete): {path}")
             continue
         try:
-            summary = reconstruct_mri_file(path, cfg, settings, args.out)
+            summary = reconstruct_file(path, cfg, settings_for, args.out)
+        except UsageError as e:  # a setting that fits no input of this kind: stop here
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         except (ValueError, OSError, RuntimeError) as e:
             report_error(path, e)
             failed += 1
             continue
-        done += 1
         if not args.quiet:
             _print_summary(summary, args.out / f"{path.stem}.json")
     failed = total(rank, failed)
@@ -145,9 +178,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict, json_path: Path) -> None:
-    print(f"{summary['file']}: R={summary['acceleration']:.2f} ({summary['mask']})  -> {json_path}")
+    setting = (f"R={summary['acceleration']:.2f} ({summary['mask']})" if summary["modality"] == "mri"
+               else f"{summary['views']} views")
+    print(f"{summary['file']}: {setting}  -> {json_path}")
     for name, s in summary["solvers"].items():
         psnr = "   n/a" if s["psnr"] is None else f"{s['psnr']:6.2f}"
         ssim = "  n/a" if s["ssim"] is None else f"{s['ssim']:.3f}"
         std = "" if s["mean_std"] is None else f"  mean std {s['mean_std']:.4g}"
         print(f"  {name:12s} PSNR {psnr} dB  SSIM {ssim}  {s['wall_time_s']:7.1f} s  NFE {s['nfe']}{std}")
+    print(f"  figure: {json_path.with_suffix('.png')}  data: {json_path.with_suffix('.h5')}")
