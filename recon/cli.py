@@ -9,6 +9,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("recon.commands.info", "describe a fastMRI file: shape, coils, sizes, sampling"),
     "reconstruct": ("recon.commands.reconstruct", "reconstruct fastMRI files: posterior mean, uncertainty, baselines"),
+    "demo": ("recon.commands.demo", "reconstruct the bundled sample (the embedded default)"),
 }
 
 

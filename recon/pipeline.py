@@ -250,7 +250,7 @@ def write_outputs(out_dir: Path, cfg: ReconstructConfig, summary: dict[str, Any]
     primary = next((m for m in cfg.solvers if m in POSTERIOR_METHODS), cfg.solvers[0])
     means = {m: np.stack(r.means) for m, r in result.methods.items()}
     stds = {m: np.stack(r.stds) for m, r in result.methods.items() if r.stds}
-    samples = {m: np.stack(r.samples, 1) for m, r in result.methods.items() if r.samples}
+    samples = {m: np.stack(r.samples) for m, r in result.methods.items() if r.samples}  # [slices, N, H, W]
     groups = {f"solvers/{m}": {"mean": means[m], "std": stds.get(m), "samples": samples.get(m)} for m in means}
     init_name, init = result.initial
     datasets = {"mean": means[primary], "std": stds.get(primary), "samples": samples.get(primary),
@@ -258,7 +258,7 @@ def write_outputs(out_dir: Path, cfg: ReconstructConfig, summary: dict[str, Any]
     attrs = {"solver": primary, "solvers": ",".join(cfg.solvers), "prior": cfg.prior_name,
              "nfe": summary["solvers"][primary]["nfe"], "seed": cfg.mask.seed, "modality": result.modality,
              "units": summary["units"], "software_version": VERSION, "source_file": summary["file"],
-             **{k: ("" if v is None else v) for k, v in result.info.items()}}
+             **{("mask_kind" if k == "mask" else k): ("" if v is None else v) for k, v in result.info.items()}}
     write_result_h5(paths["h5"], datasets, groups, attrs)
     mid = len(init) // 2
     if result.modality == "ct":

@@ -49,9 +49,16 @@ class MRIProblem:
     retrospective: bool
     mask_kind: str
 
+    @property
+    def support(self) -> torch.Tensor:
+        """Where the coil maps are non-zero, float [H, W] or [M, H, W]. Outside it the data say nothing
+        (ESPIRiT's eigenvalue crop): images are defined on the support only."""
+        return (self.maps.abs().sum(-3) > 0).float()
+
     def magnitude(self, images: torch.Tensor) -> torch.Tensor:
-        """Magnitude over map sets, cropped: complex [..., (M,) H, W] -> real [..., rH, rW]."""
-        mag = images.abs()
+        """Magnitude on the maps' support, combined over map sets and cropped:
+        complex [..., (M,) H, W] -> real [..., rH, rW]."""
+        mag = images.abs() * self.support
         if self.op.n_sets > 1:
             mag = mag.pow(2).sum(-3).sqrt()
         return center_crop(mag, self.crop)
