@@ -32,12 +32,22 @@ def _as_mask(mask: torch.Tensor | None, hw: tuple[int, int], device, name: str) 
     return m.contiguous()
 
 
+def _checkerboard(hw: tuple[int, int], device) -> torch.Tensor:
+    """``D[n, m] = (-1)^(n + m)``, float32 [H, W]."""
+    n = torch.arange(hw[0], device=device)[:, None] + torch.arange(hw[1], device=device)[None, :]
+    return 1.0 - 2.0 * (n % 2).float()
+
+
 class MultiCoilMRI(LinearOperator):
     """SENSE model ``y_c = M F (S_c x)`` (or ``sum_m S_{m,c} x_m`` for several map sets).
 
     Args:
         maps: complex ``[C, H, W]`` (one set) or ``[M, C, H, W]`` (M sets).
         mask: real ``[W]`` or ``[H, W]`` sampling mask; None means fully sampled.
+
+    For even H and W the centred FFT is ``fft2c = s D fft2 D`` with the checkerboard ``D = (-1)^(n+m)``
+    and ``s = (-1)^((H+W)/2)``; ``D`` is folded into the maps and ``s D`` into the mask once, so
+    forward, adjoint and normal run plain FFTs with no shifts. Odd sizes use `fft2c`/`ifft2c`.
     """
 
     is_complex = True
@@ -51,24 +61,57 @@ class MultiCoilMRI(LinearOperator):
         self.mask = _as_mask(mask, hw, maps.device, "MultiCoilMRI")
         self.domain_shape = hw if maps.dim() == 3 else (self.n_sets, *hw)
         self.range_shape = tuple(maps.shape[-3:])
+        self._plain = hw[0] % 2 == 0 and hw[1] % 2 == 0
+        if self._plain:
+            d = _checkerboard(hw, maps.device)
+            sign = -1.0 if ((hw[0] + hw[1]) // 2) % 2 else 1.0
+            self._maps_k = maps * d                                   # D S
+            self._mask_k = sign * d * (self.mask if self.mask is not None else 1.0)   # s D M
+            self._mask2 = None if self.mask is None else self.mask**2
+            # a line mask (the same for every readout row) lets the readout FFT cancel in A^H A
+            self._line_mask = self.mask is not None and bool((self.mask == self.mask[:1]).all())
 
+    # -- coil expansion and combination (the maps, and the sum over sets) ---------------------
+    @staticmethod
+    def _expand(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        coils = maps * x.unsqueeze(-3)
+        return coils if maps.dim() == 3 else coils.sum(-4)
+
+    @staticmethod
+    def _combine(maps: torch.Tensor, coils: torch.Tensor) -> torch.Tensor:
+        if maps.dim() == 3:
+            return (maps.conj() * coils).sum(-3)
+        return (maps.conj() * coils.unsqueeze(-4)).sum(-3)
+
+    # -- A, A^H, A^H A -------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: complex [..., (M,) H, W] -> masked k-space [..., C, H, W]."""
-        if self.maps.dim() == 3:
-            coils = self.maps * x.unsqueeze(-3)
-        else:
-            coils = (self.maps * x.unsqueeze(-3)).sum(-4)
-        k = fft2c(coils)
+        if self._plain:
+            return torch.fft.fft2(self._expand(self._maps_k, x), norm="ortho") * self._mask_k
+        k = fft2c(self._expand(self.maps, x))
         return k if self.mask is None else k * self.mask
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """y: k-space [..., C, H, W] -> image [..., (M,) H, W]."""
+        if self._plain:
+            return self._combine(self._maps_k, torch.fft.ifft2(y * self._mask_k, norm="ortho"))
         if self.mask is not None:
             y = y * self.mask
-        coils = ifft2c(y)
-        if self.maps.dim() == 3:
-            return (self.maps.conj() * coils).sum(-3)
-        return (self.maps.conj() * coils.unsqueeze(-4)).sum(-3)
+        return self._combine(self.maps, ifft2c(y))
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H A x = S^H F^H M^2 F S x`` (no shifts: ``D F^H D M^2 D F D = D F^H M^2 F D``; for line masks
+        only the phase-encode FFT remains)."""
+        if not self._plain:
+            return self.adjoint(self.forward(x))
+        coils = self._expand(self._maps_k, x)
+        if self._mask2 is None:
+            return self._combine(self._maps_k, coils)
+        if self._line_mask:  # F^H M^2 F = F_pe^H M^2 F_pe when M varies along the phase axis only
+            k = torch.fft.fft(coils, dim=-1, norm="ortho") * self._mask2[0]
+            return self._combine(self._maps_k, torch.fft.ifft(k, dim=-1, norm="ortho"))
+        k = torch.fft.fft2(coils, norm="ortho") * self._mask2
+        return self._combine(self._maps_k, torch.fft.ifft2(k, norm="ortho"))
 
     def to(self, device: torch.device | str) -> "MultiCoilMRI":
         return MultiCoilMRI(self.maps.to(device), None if self.mask is None else self.mask.to(device))

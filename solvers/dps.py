@@ -41,6 +41,7 @@ class DPS(Sampler):
             d = ctx.denoise(xg, sigma)
             r = ctx.op.forward(d) - ctx.y
             norms = r.abs().pow(2).flatten(1).sum(1).sqrt()
-            (grad,) = torch.autograd.grad(norms.sum(), xg)
+            with ctx.network_clock(x.device):  # the backward pass is almost all network
+                (grad,) = torch.autograd.grad(norms.sum(), xg)
         x_next = reverse_diffusion_step(ctx, x, sigma, sigma_next, denoised=d.detach())
         return x_next - self.zeta * grad

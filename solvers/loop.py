@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, ClassVar
 
@@ -57,14 +58,21 @@ class Context:
 
     def denoise(self, x: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
         """The prior's MMSE denoiser, timed (counts one NFE for the whole batch)."""
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
+        with self.network_clock(x.device):
+            return self.prior.denoise(x, sigma)
+
+    @contextmanager
+    def network_clock(self, device: torch.device):
+        """Adds the time spent in the block to `network_time` (forward or backward through the network)."""
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         t0 = time.perf_counter()
-        out = self.prior.denoise(x, sigma)
-        if x.is_cuda:
-            torch.cuda.synchronize(x.device)
-        self.network_time += time.perf_counter() - t0
-        return out
+        try:
+            yield
+        finally:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self.network_time += time.perf_counter() - t0
 
     def noise(self, like: torch.Tensor | None = None) -> torch.Tensor:
         """Standard noise (N(0, 1) per real/imag part) shaped like `like` (default: the image batch)."""
