@@ -209,3 +209,37 @@ def test_bad_input_is_rejected_before_work(noiseless_case):
                                info=PriorInfo(name="real-one", value_kind="real"))
     with pytest.raises(PriorMismatchError, match="real-one' is real"):
         solvers.sample("dds", op, y, real_prior, progress=False)
+
+
+DATA = __import__("pathlib").Path(__file__).resolve().parent / "data"
+TINY_DEFAULTS = {"dds": {}, "projection": {"nfe": 200}, "score_ald": {"nfe": 300}, "dps": {"nfe": 100}, "ccdf": {}}
+
+
+@pytest.fixture(scope="module")
+def tiny_brain_problem():
+    """A 48x48 crop of BrainWeb test subject 51 (shipped in tests/data), 4 birdcage coils, random 1D 4x.
+
+    The prior in tests/data was trained by `priors.training` for 1500 steps on 32x32 BrainWeb train patches.
+    """
+    import numpy as np
+
+    from operators.fft import ifft2c, rss
+    from priors.registry import load
+    from recon.masks import make_mask
+    from recon.simulate import simulate_multicoil
+
+    x = torch.from_numpy(np.load(DATA / "brainweb51_crops48.npz")["images"][0])
+    _, maps, xc = simulate_multicoil(x, n_coils=4, seed=0)
+    op = MultiCoilMRI(maps, make_mask("random", (48, 48), 4, 0.16, seed=0).mask)
+    y = op(xc)
+    return op, y, load(DATA / "tiny_brain_prior.pt"), xc.abs(), rss(ifft2c(y))
+
+
+@pytest.mark.parametrize("method", list(solvers.METHODS))
+def test_each_method_beats_zero_filled_with_tiny_trained_prior(tiny_brain_problem, method):
+    # measured: zero-filled 22.4 dB; dds 28.2, projection 27.6, score_ald 25.4, dps 26.3, ccdf 25.0
+    from recon.metrics import psnr
+
+    op, y, prior, ref, zero_filled = tiny_brain_problem
+    post = solvers.sample(method, op, y, prior, n_samples=4, seed=0, progress=False, **TINY_DEFAULTS[method])
+    assert psnr(ref, post.mean.abs()) > psnr(ref, zero_filled) + 1.0

@@ -1,0 +1,113 @@
+"""Bundled priors and prior files: ``load(name_or_path)``, ``available()``.
+
+A prior file (written by `priors.training.export_prior`) is one ``torch.save`` dict:
+``format_version``, ``kind="edm-unet"``, ``net_config``, ``info`` (`PriorInfo`), ``state_dict``
+(EMA weights) and ``meta`` (steps, wall time, final loss, data). Bundled files live in
+``priors/weights/`` and are listed in ``priors/weights/registry.json`` with their sha256,
+which `load` verifies before unpickling anything.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from priors.base import EDMPrior, Prior, PriorInfo
+from priors.checkpoints import CheckpointError  # corrupt, modified (sha256) or inconsistent file
+from priors.networks.unet import UNet, UNetConfig
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+REGISTRY_FILE = WEIGHTS_DIR / "registry.json"
+SUPPORTED_FORMAT = 1
+
+
+class UnknownPriorError(KeyError):
+    """No bundled prior has that name and no file exists at that path."""
+
+    def __str__(self) -> str:  # KeyError quotes its message otherwise
+        return str(self.args[0])
+
+
+def read_registry(path: Path = REGISTRY_FILE) -> dict[str, dict[str, Any]]:
+    """``{name: {"file", "sha256", "value_kind", "modality", "description", ...}}`` of bundled priors."""
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def available(path: Path = REGISTRY_FILE) -> list[str]:
+    """Names of the bundled priors (sorted)."""
+    return sorted(read_registry(path))
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def prior_from_dict(obj: dict[str, Any], device: str | torch.device = "cpu") -> EDMPrior:
+    """Build an `EDMPrior` (float32, eval mode) from a loaded prior-file dict."""
+    if not isinstance(obj, dict) or obj.get("kind") != "edm-unet":
+        raise CheckpointError("not a prior file: expected a dict with kind='edm-unet' "
+                              "(training checkpoints must be exported first, see priors.training.export_prior)")
+    if obj.get("format_version") != SUPPORTED_FORMAT:
+        raise CheckpointError(f"prior file format {obj.get('format_version')} is not supported "
+                              f"(this version reads {SUPPORTED_FORMAT})")
+    try:
+        cfg = UNetConfig.from_dict(obj["net_config"])
+        info = PriorInfo.from_dict(obj["info"])
+        net = UNet(**cfg.to_dict())
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in obj["state_dict"].items()})
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"prior file does not match its recorded network config: {e}") from e
+    expected_ch = 2 if info.value_kind == "complex" else 1
+    if cfg.in_channels != expected_ch or cfg.out_channels != expected_ch:
+        raise CheckpointError(f"config has {cfg.in_channels} channels but value_kind '{info.value_kind}' "
+                              f"needs {expected_ch}")
+    prior = EDMPrior(net, info).to(device).eval()
+    prior.requires_grad_(False)
+    prior.meta = dict(obj.get("meta", {}))
+    return prior
+
+
+def load_file(path: Path | str, sha256: str | None = None, device: str | torch.device = "cpu") -> EDMPrior:
+    """Load a prior file; with ``sha256`` the file's bytes must hash to it."""
+    data = Path(path).read_bytes()
+    if sha256 is not None and sha256_bytes(data) != sha256:
+        raise CheckpointError(f"sha256 of {path} is {sha256_bytes(data)}, expected {sha256}: "
+                              "the file is corrupt or was replaced; restore it or reinstall the package")
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad pickle
+        raise CheckpointError(f"cannot read prior file {path}: {e}") from e
+    return prior_from_dict(obj, device)
+
+
+def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Prior:
+    """A bundled prior by name (sha256-verified) or a prior file by path.
+
+    Raises `UnknownPriorError` (listing the bundled names) when neither exists, and
+    `CheckpointError` for a modified, corrupt or inconsistent file.
+    """
+    reg = read_registry()
+    key = str(name_or_path)
+    if key in reg:
+        entry = reg[key]
+        return load_file(WEIGHTS_DIR / entry["file"], sha256=entry["sha256"], device=device)
+    p = Path(name_or_path)
+    if p.is_file():
+        return load_file(p, device=device)
+    raise UnknownPriorError(f"unknown prior '{key}': not a bundled name and no such file. "
+                            f"Bundled priors: {', '.join(sorted(reg)) or '(none)'}")
+
+
+def describe() -> str:
+    """One line per bundled prior (for ``recon priors``)."""
+    lines = []
+    for name, e in sorted(read_registry().items()):
+        lines.append(f"{name:20s} {e.get('value_kind', '?'):8s} {e.get('modality', '?'):4s} "
+                     f"{e.get('size_mb', 0):5.1f} MB  {e.get('description', '')}")
+    return "\n".join(lines) or "(no bundled priors)"

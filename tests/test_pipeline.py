@@ -1,0 +1,168 @@
+"""`recon reconstruct` end to end: outputs, metrics, modality detection, torchrun sharding, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from skimage.data import shepp_logan_phantom
+from skimage.transform import resize, rotate
+
+from operators.fft import fft2c
+from priors.base import GaussianPrior
+from recon.cli import main as cli
+from recon.io import write_fastmri
+from recon.methods import MethodSettings
+from recon.pipeline import ReconstructConfig, reconstruct_file
+from recon.problem import MaskSpec
+from recon.simulate import simulate_multicoil
+from tests.conftest import FASTMRI_REAL, needs_shared
+
+N = 64
+
+
+def _phantom(angle: float) -> np.ndarray:
+    return rotate(resize(shepp_logan_phantom(), (N, N), anti_aliasing=True), angle, mode="constant").astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def mri_file(tmp_path_factory) -> Path:
+    imgs = torch.from_numpy(np.stack([_phantom(10), _phantom(-15)]))
+    k, _, _ = simulate_multicoil(imgs, n_coils=4, noise_std=0.001, seed=0)
+    return write_fastmri(tmp_path_factory.mktemp("mri") / "phantom.h5", k)
+
+
+def _gaussian_prior() -> GaussianPrior:
+    """A stationary Gaussian prior: the power spectrum of phantoms at other angles (p99-normalised)."""
+    x = torch.from_numpy(np.stack([_phantom(a) for a in range(0, 180, 20)])).to(torch.complex64)
+    x = x / torch.quantile(x.abs().flatten(), 0.99)
+    var = (fft2c(x).abs() ** 2 / 2).mean(0).float() + 1e-4
+    return GaussianPrior(torch.zeros(N, N, dtype=torch.complex64), var)
+
+
+def test_end_to_end_mri_outputs_and_quality(mri_file, tmp_path):
+    cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("random", 3, 0.2, 0),
+                            quiet=True, export=("nifti", "dicom"), save_samples=True, prior_name="gaussian")
+    settings = MethodSettings(prior=_gaussian_prior(), n_samples=4, nfe=20, progress=False)
+    summary = reconstruct_file(mri_file, cfg, lambda modality: settings, tmp_path)
+    name = mri_file.stem
+    with h5py.File(tmp_path / f"{name}.h5") as f:
+        for d in ("mean", "std", "samples", "zero_filled", "reference", "mask", "solvers/dds/mean"):
+            assert d in f, d
+        assert f["mean"].shape == (2, N, N) and f["samples"].shape == (2, 4, N, N)
+        std = f["std"][()]
+        assert np.isfinite(std).all() and (std >= 0).all() and std.mean() > 0
+        assert f.attrs["solver"] == "dds" and f.attrs["nfe"] == 20 and f.attrs["mask_kind"] == "random"
+    s = json.loads((tmp_path / f"{name}.json").read_text())
+    assert s["solvers"]["dds"]["psnr"] > s["solvers"]["zero-filled"]["psnr"]
+    assert s == json.loads(json.dumps(summary))
+    assert (tmp_path / f"{name}.png").stat().st_size > 10_000
+    assert (tmp_path / f"{name}_mean.nii.gz").exists() and len(list((tmp_path / f"{name}_std_dicom").glob("*.dcm"))) == 2
+    import pydicom
+    ds = pydicom.dcmread(next((tmp_path / f"{name}_mean_dicom").glob("0000.dcm")))
+    assert ds.Rows == N and ds.Modality == "MR"
+
+
+@needs_shared
+def test_real_fastmri_file_with_two_map_sets(tmp_path):
+    # the real reduced-FOV file: two ESPIRiT sets, retrospective 4x equispaced, the small test prior
+    from priors.registry import load
+    prior = load(Path(__file__).resolve().parent / "data" / "tiny_brain_prior.pt")
+    # 24 ACS lines (0.143 of the 168 acquired): with fastMRI's 0.08 only 13 lines calibrate the maps
+    cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("equispaced", 4, 0.143, 0), n_maps=2, quiet=True)
+    s = reconstruct_file(FASTMRI_REAL, cfg, lambda m: MethodSettings(prior=prior, n_samples=2, nfe=10,
+                                                                       progress=False), tmp_path)
+    assert s["solvers"]["dds"]["psnr"] > s["solvers"]["zero-filled"]["psnr"]
+    assert s["acceleration"] == pytest.approx(4, rel=0.1)
+
+
+def _ct_volume(path: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[-1:1:32j, -1:1:32j]
+    hu = np.where(xx**2 + yy**2 < 0.6, 40.0, -1000.0) + np.where((xx - 0.2) ** 2 + yy**2 < 0.05, 900.0, 0)
+    hu = hu + rng.normal(0, 5, hu.shape)
+    with h5py.File(path, "w") as f:
+        d = f.create_dataset("volume", data=hu[None].astype(np.int16))
+        d.attrs["spacing_mm_xyz"] = (1.0, 1.0, 1.0)
+    return path
+
+
+def test_ct_volume_with_cli(tmp_path, capsys):
+    src = _ct_volume(tmp_path / "head.h5", 0)
+    rc = cli(["reconstruct", str(src), "--out", str(tmp_path / "out"), "--solver", "fbp,sirt", "--views", "20",
+              "--quiet"])
+    assert rc == 0
+    s = json.loads((tmp_path / "out" / "head.json").read_text())
+    assert s["modality"] == "ct" and s["units"] == "HU" and s["views"] == 20
+    assert s["solvers"]["sirt"]["psnr"] > 20
+    with h5py.File(tmp_path / "out" / "head.h5") as f:
+        assert f["fbp"].shape == (1, 32, 32) and f["sinogram"].shape[:2] == (1, 20)
+
+
+def test_torchrun_two_ranks_shard_files_and_rerun_skips(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed next to the interpreter")
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        _ct_volume(src / f"case{i}.h5", i)
+    out = tmp_path / "out"
+    cmd = [torchrun, "--nproc_per_node=2", "--master_port", str(29500 + os.getpid() % 1000), "-m", "recon.cli",
+           "reconstruct", str(src), "--out", str(out), "--solver", "fbp", "--views", "10"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    done = [line for line in first.stdout.splitlines() if line.startswith(str(src))]
+    assert sorted(Path(line.split(":")[0]).name for line in done) == [f"case{i}.h5" for i in range(4)]
+    assert sorted(p.name for p in out.glob("*.json")) == [f"case{i}.json" for i in range(4)]
+    second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert second.returncode == 0
+    assert second.stdout.count("skip (complete)") == 4
+
+
+@pytest.mark.parametrize("case,message", [
+    ("missing", "no such file"),
+    ("not_hdf5", "not an HDF5 file"),
+    ("no_kspace", "no 'kspace' dataset"),
+    ("nan", "NaN or Inf"),
+])
+def test_bad_inputs_one_line_nonzero_exit_nothing_written(tmp_path, capsys, mri_file, case, message):
+    bad = tmp_path / f"{case}.h5"
+    if case == "not_hdf5":
+        bad.write_text("not hdf5")
+    elif case == "no_kspace":
+        with h5py.File(bad, "w") as f:
+            f.create_dataset("image", data=np.zeros((2, 4, 4)))
+    elif case == "nan":
+        with h5py.File(mri_file) as f:
+            k = f["kspace"][()]
+        k[0, 0, 3, 3] = np.nan
+        with h5py.File(bad, "w") as f:
+            f.create_dataset("kspace", data=k)
+    out = tmp_path / "out"
+    rc = cli(["reconstruct", str(bad), str(mri_file), "--out", str(out), "--solver", "zero-filled", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1
+    assert len(err) == 1 and str(bad) in err[0] and message in err[0]
+    assert not list(out.glob(f"{case}*")) and not list(out.glob(".*"))
+    assert (out / f"{mri_file.stem}.json").exists()  # the good file is still processed
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--solver", "magic"], "unknown solver 'magic'"),
+    (["--accel", "1"], "--accel must be > 1"),
+    (["--solver", "dds", "--prior", "head-ct"], "MRI data need a complex-valued prior"),
+])
+def test_bad_settings_exit_2_before_work(tmp_path, capsys, mri_file, argv, message):
+    rc = cli(["reconstruct", str(mri_file), "--out", str(tmp_path / "o"), "--quiet", *argv])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
