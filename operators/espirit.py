@@ -73,7 +73,8 @@ def espirit_maps(
     width = min(calib_width, found)
     if width < kernel_width + 2:
         raise CalibrationError(
-            f"espirit_maps: fully sampled centre is only {found} lines wide; need at least {kernel_width + 2}"
+            f"espirit_maps: fully sampled centre is only {found} lines wide; need at least {kernel_width + 2} "
+            "(sample more centre lines, e.g. a larger centre fraction)"
         )
     ksp = ksp.astype(np.complex64)
     if n_maps == 1:

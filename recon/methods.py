@@ -77,7 +77,7 @@ def run_method(name: str, problem: MRIProblem | CTProblem, settings: MethodSetti
     t0 = time.perf_counter()
     from recon.baselines import mri as base
     if name == "zero-filled":
-        post = base.zero_filled(problem.y, problem.op, combine="sense")
+        post = base.zero_filled(problem.y, problem.op, combine="rss")
     elif name == "sense":
         post = base.cg_sense(problem.y, problem.op, **settings.hparams.get(name, {}))
     elif name == "l1-wavelet":
@@ -85,32 +85,29 @@ def run_method(name: str, problem: MRIProblem | CTProblem, settings: MethodSetti
     elif name == "tv":
         post = base.total_variation(problem.y, problem.maps, problem.mask, **settings.hparams.get(name, {}))
     elif name == "unet":
-        post = Posterior(mean=_unet_image(problem, settings), method="unet")
+        post = _unet_image(problem, settings)
     else:
         raise MethodError(f"solver '{name}' does not apply to MRI data")
     post.wall_time = post.wall_time or time.perf_counter() - t0
     return post
 
 
-def _unet_image(problem: MRIProblem, settings: MethodSettings) -> torch.Tensor:
-    """U-Net magnitude output at the recon size [rH, rW] (real)."""
+def _unet_image(problem: MRIProblem, settings: MethodSettings) -> Posterior:
+    """fastMRI-convention U-Net on the zero-filled RSS image: real magnitude at the recon size [rH, rW]."""
     if settings.unet is None:
         raise MethodError("solver 'unet' needs a U-Net baseline (none is loaded)")
     from recon.baselines import unet as unet_base
-    return unet_base.apply_mri_unet(settings.unet, problem.zero_filled())
+    return unet_base.unet_mri(problem.y, settings.unet, crop=problem.crop)
 
 
 def _unet_init(problem: MRIProblem, settings: MethodSettings) -> torch.Tensor:
-    """U-Net output as a complex full-size image for ccdf: magnitude padded to [H, W], phase of least squares."""
-    mag = _unet_image(problem, settings)
-    h, w = problem.y.shape[-2:]
-    full = torch.zeros(h, w, device=mag.device)
-    top, left = (h - mag.shape[-2]) // 2, (w - mag.shape[-1]) // 2
-    full[top: top + mag.shape[-2], left: left + mag.shape[-1]] = mag
-    ls = solvers.loop.least_squares_image(problem.op, problem.y)
-    phase = torch.sgn(ls if problem.op.n_sets == 1 else ls[0])
-    img = full * phase
-    return img if problem.op.n_sets == 1 else torch.stack([img] + [torch.zeros_like(img)] * (problem.op.n_sets - 1))
+    """U-Net magnitude with the phase of a short CG-SENSE solve, as ccdf's initial image [..., (M,) H, W]."""
+    if settings.unet is None:
+        raise MethodError("ccdf with init='unet' needs a U-Net baseline (none is loaded)")
+    if problem.op.n_sets > 1:
+        raise MethodError("ccdf with init='unet' supports one ESPIRiT map set")
+    from recon.baselines import unet as unet_base
+    return unet_base.unet_mri_init(problem.y, problem.op, settings.unet)
 
 
 def run_ct_method(name: str, problem: CTProblem, settings: MethodSettings) -> Posterior:
@@ -120,7 +117,7 @@ def run_ct_method(name: str, problem: CTProblem, settings: MethodSettings) -> Po
             raise MethodError(f"solver '{name}' needs a prior (--prior)")
         hp = dict(settings.hparams.get(name, {}))
         if name == "ccdf" and hp.get("init") in ("unet", "fbp"):
-            hp["init"] = _ct_unet(problem, settings) if hp["init"] == "unet" else _fbp(problem)
+            hp["init"] = _ct_unet(problem, settings).mean if hp["init"] == "unet" else _fbp(problem)
         return solvers.sample(name, problem.op, problem.y, settings.prior, n_samples=settings.n_samples,
                               nfe=settings.nfe, seed=settings.seed, progress=settings.progress,
                               scale=problem.scale, **hp)
@@ -134,7 +131,7 @@ def run_ct_method(name: str, problem: CTProblem, settings: MethodSettings) -> Po
         from recon.baselines import ct_iterative
         return ct_iterative.tv_reconstruction(problem.y, problem.op, **settings.hparams.get(name, {}))
     elif name == "unet":
-        mean = _ct_unet(problem, settings)
+        return _ct_unet(problem, settings)
     else:
         raise MethodError(f"solver '{name}' does not apply to CT data")
     return Posterior(mean=mean, method=name, wall_time=time.perf_counter() - t0)
@@ -145,8 +142,9 @@ def _fbp(problem: CTProblem) -> torch.Tensor:
     return fbp(problem.y, problem.op)
 
 
-def _ct_unet(problem: CTProblem, settings: MethodSettings) -> torch.Tensor:
+def _ct_unet(problem: CTProblem, settings: MethodSettings) -> Posterior:
+    """Residual U-Net on the FBP, in attenuation per pixel."""
     if settings.unet is None:
         raise MethodError("solver 'unet' needs a U-Net baseline (none is loaded)")
     from recon.baselines import unet as unet_base
-    return unet_base.apply_ct_unet(settings.unet, _fbp(problem), problem.scale)
+    return unet_base.unet_ct(problem.y, problem.op, settings.unet, unit=problem.scale)

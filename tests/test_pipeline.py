@@ -148,7 +148,8 @@ def test_bad_inputs_one_line_nonzero_exit_nothing_written(tmp_path, capsys, mri_
         with h5py.File(bad, "w") as f:
             f.create_dataset("kspace", data=k)
     out = tmp_path / "out"
-    rc = cli(["reconstruct", str(bad), str(mri_file), "--out", str(out), "--solver", "zero-filled", "--quiet"])
+    rc = cli(["reconstruct", str(bad), str(mri_file), "--out", str(out), "--solver", "zero-filled", "--quiet",
+              "--accel", "3", "--center-fraction", "0.2"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
     assert len(err) == 1 and str(bad) in err[0] and message in err[0]

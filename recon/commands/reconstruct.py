@@ -124,7 +124,10 @@ class SettingsCache:
             raise UsageError(str(e)) from None
         prior = None
         if any(m in POSTERIOR_METHODS for m in cfg.solvers):
-            prior = load_prior(a.prior or DEFAULT_PRIOR[modality], a.prior_family, a.prior_config, cfg.device)
+            try:
+                prior = load_prior(a.prior or DEFAULT_PRIOR[modality], a.prior_family, a.prior_config, cfg.device)
+            except (KeyError, ValueError, OSError) as e:
+                raise UsageError(str(e).strip("'\"")) from None
             want = "complex" if modality == "mri" else "real"
             if prior.info.value_kind != want:
                 raise UsageError(f"prior '{prior.info.name}' is {prior.info.value_kind}-valued; "
@@ -132,7 +135,10 @@ class SettingsCache:
         unet = None
         if "unet" in cfg.solvers:
             from recon.baselines.unet import load_unet
-            unet = load_unet(a.unet or DEFAULT_UNET[modality], device=cfg.device)
+            try:
+                unet = load_unet(a.unet or DEFAULT_UNET[modality], device=cfg.device)
+            except (KeyError, ValueError, OSError) as e:
+                raise UsageError(str(e).strip("'\"")) from None
         return MethodSettings(prior=prior, n_samples=a.samples, nfe=a.nfe, seed=a.seed, unet=unet,
                               progress=not a.quiet)
 
