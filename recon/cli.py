@@ -10,6 +10,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("recon.commands.info", "describe a fastMRI file: shape, coils, sizes, sampling"),
     "reconstruct": ("recon.commands.reconstruct", "reconstruct fastMRI files: posterior mean, uncertainty, baselines"),
     "demo": ("recon.commands.demo", "reconstruct the bundled sample (the embedded default)"),
+    "benchmark": ("recon.commands.benchmark", "solvers vs baselines across masks, accelerations and NFE: REPORT.md"),
+    "priors": ("recon.commands.priors", "list the bundled priors and U-Net baselines"),
+    "train-prior": ("recon.commands.train_prior", "train a score prior (EDM denoising score matching)"),
+    "train-unet": ("recon.commands.train_unet", "train a U-Net baseline (MRI: fastMRI-compatible; CT: FBP input)"),
 }
 
 

@@ -165,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     for path in rank.shard(files):
         if not args.overwrite and is_complete(args.out, path.stem):
             if not args.quiet:
-                print(f"skip (complete): {path}")
+                print(f"skip (complete): {path}", flush=True)
             continue
         try:
             summary = reconstruct_file(path, cfg, settings_for, args.out)
@@ -184,12 +184,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary: dict, json_path: Path) -> None:
+    """A few lines per file, written at once (ranks of a torchrun share the terminal)."""
     setting = (f"R={summary['acceleration']:.2f} ({summary['mask']})" if summary["modality"] == "mri"
                else f"{summary['views']} views")
-    print(f"{summary['file']}: {setting}  -> {json_path}")
+    lines = [f"{summary['file']}: {setting}  -> {json_path}"]
     for name, s in summary["solvers"].items():
         psnr = "   n/a" if s["psnr"] is None else f"{s['psnr']:6.2f}"
         ssim = "  n/a" if s["ssim"] is None else f"{s['ssim']:.3f}"
         std = "" if s["mean_std"] is None else f"  mean std {s['mean_std']:.4g}"
-        print(f"  {name:12s} PSNR {psnr} dB  SSIM {ssim}  {s['wall_time_s']:7.1f} s  NFE {s['nfe']}{std}")
-    print(f"  figure: {json_path.with_suffix('.png')}  data: {json_path.with_suffix('.h5')}")
+        lines.append(f"  {name:12s} PSNR {psnr} dB  SSIM {ssim}  {s['wall_time_s']:7.1f} s  NFE {s['nfe']}{std}")
+    lines.append(f"  figure: {json_path.with_suffix('.png')}  data: {json_path.with_suffix('.h5')}")
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()

@@ -1,0 +1,163 @@
+"""Classical Cartesian MRI reconstructions: zero-filled, CG-SENSE, L1-wavelet and TV compressed sensing.
+
+Every function returns a `Posterior` with the estimate as ``mean`` and ``std=None``.
+
+Conventions: k-space ``complex [..., C, H, W]``, centred (`operators.fft.fft2c`, fastMRI's
+convention), zero where not sampled; maps ``complex [C, H, W]`` (e.g. `operators.espirit.espirit_maps`);
+masks ``[W]`` (1D, phase-encode lines) or ``[H, W]``. Leading dimensions are independent slices.
+The regularisation weights ``lam`` are absolute, in the units of the image: the defaults were
+chosen on validation data whose images have p99(|x|) = 1 (see ``benchmarks/RESULTS.md``); scale
+them with the image intensity.
+
+References:
+    Pruessmann KP et al. "SENSE: sensitivity encoding for fast MRI." MRM 1999;42:952-962.
+    Pruessmann KP et al. "Advances in sensitivity encoding with arbitrary k-space trajectories." MRM 2001 (CG-SENSE).
+    Lustig M, Donoho D, Pauly JM. "Sparse MRI." MRM 2007;58:1182-1195 (L1-wavelet, TV).
+    Ong F, Lustig M. "SigPy: a python package for high performance iterative reconstruction." ISMRM 2019.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import sigpy as sp
+import sigpy.mri.app as mri_app
+import torch
+
+from operators.base import OperatorShapeError, power_iteration
+from operators.fft import ifft2c, rss
+from operators.linalg import conjugate_gradient
+from operators.mri import MultiCoilMRI
+from solvers.posterior import Posterior
+
+COMBINES = ("rss", "sense")
+#: validation-chosen defaults (BrainWeb subjects 49, 50, 4x random 1D, p99-normalised images)
+DEFAULT_LAM_CG = 0.001
+DEFAULT_LAM_L1 = 0.0003
+DEFAULT_LAM_TV = 0.01
+
+
+def zero_filled(y: torch.Tensor, op: MultiCoilMRI | None = None, combine: str = "rss") -> Posterior:
+    """Inverse FFT of the zero-filled k-space, coils combined.
+
+    Args:
+        y: complex [..., C, H, W] undersampled k-space.
+        op: the acquisition's `MultiCoilMRI` (needed for ``combine="sense"``: ``A^H y``).
+        combine: ``"rss"`` (real magnitude, fastMRI's zero-filled baseline) or ``"sense"``
+            (complex ``sum_c conj(S_c) F^-1 y_c``; exact coil combination when ``sum |S_c|^2 = 1``).
+
+    Returns: `Posterior` with ``mean`` real [..., H, W] (rss) or complex [..., H, W] (sense).
+    """
+    t0 = time.perf_counter()
+    if combine not in COMBINES:
+        raise ValueError(f"zero_filled: combine must be one of {COMBINES}, got {combine!r}")
+    if not y.is_complex() or y.dim() < 3:
+        raise OperatorShapeError(f"zero_filled: expected complex k-space [..., C, H, W], got {tuple(y.shape)} {y.dtype}")
+    if combine == "rss":
+        mean = rss(ifft2c(y))
+    else:
+        if op is None:
+            raise ValueError("zero_filled: combine='sense' needs the operator (its coil maps)")
+        op.check_range(y, "k-space")
+        mean = op.adjoint(y)
+    return Posterior(mean=mean, std=None, wall_time=time.perf_counter() - t0, method=f"zero-filled-{combine}",
+                     hparams={"combine": combine})
+
+
+def cg_sense(y: torch.Tensor, op: MultiCoilMRI, lam: float = DEFAULT_LAM_CG, n_iter: int = 20,
+             x0: torch.Tensor | None = None, tol: float = 0.0) -> Posterior:
+    """CG-SENSE with a Tikhonov weight: solve ``(A^H A + lam I) x = A^H y`` by conjugate gradients.
+
+    Args:
+        y: complex [..., C, H, W] undersampled k-space.
+        op: `MultiCoilMRI` with the maps and mask of the acquisition.
+        lam: Tikhonov weight (>= 0); ``A^H A`` has eigenvalues in [0, 1] for maps with ``sum |S|^2 = 1``.
+        n_iter: CG iterations (one ``A^H A`` each).
+        x0: start [..., (M,) H, W]; zeros when None.
+        tol: relative residual at which CG stops early.
+
+    Returns: `Posterior` with complex ``mean`` [..., (M,) H, W].
+    """
+    if lam < 0:
+        raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
+    op.check_range(y, "k-space")
+    t0 = time.perf_counter()
+    normal = op.normal if lam == 0 else (lambda x: op.normal(x) + lam * x)
+    x = conjugate_gradient(normal, op.adjoint(y), x0=x0, n_iter=n_iter, tol=tol, dims=len(op.domain_shape))
+    return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="cg-sense",
+                     hparams={"lam": lam, "n_iter": n_iter})
+
+
+def _sigpy_inputs(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None, name: str
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    if not kspace.is_complex() or kspace.dim() < 3:
+        raise OperatorShapeError(f"{name}: expected complex k-space [..., C, H, W], got {tuple(kspace.shape)}")
+    if maps.dim() != 3 or tuple(maps.shape) != tuple(kspace.shape[-3:]):
+        raise OperatorShapeError(f"{name}: maps {tuple(maps.shape)} must be [C, H, W] = {tuple(kspace.shape[-3:])}")
+    k = kspace.detach().cpu().numpy().astype(np.complex64)
+    mps = maps.detach().cpu().numpy().astype(np.complex64)
+    w = None
+    if mask is not None:
+        m = mask.detach().cpu().to(torch.float32)
+        if m.dim() == 1:
+            m = m.expand(kspace.shape[-2], m.shape[0])
+        if tuple(m.shape) != tuple(kspace.shape[-2:]):
+            raise OperatorShapeError(f"{name}: mask {tuple(mask.shape)} does not fit k-space {tuple(kspace.shape[-2:])}")
+        w = m.numpy()
+    return k, mps, w
+
+
+def _max_eig(maps: np.ndarray, weights: np.ndarray | None, kspace: np.ndarray) -> float:
+    """Largest eigenvalue of ``A^H A`` by a seeded power iteration (sigpy's own estimate starts from
+    the global numpy RNG, which would make results vary from run to run); 1 % safety margin."""
+    if weights is None:  # as sigpy: sampled where any coil of the first slice is non-zero
+        weights = (np.abs(kspace.reshape(-1, *kspace.shape[-3:])[0]).sum(0) > 0).astype(np.float32)
+    op = MultiCoilMRI(torch.from_numpy(maps), torch.from_numpy(weights))
+    return 1.01 * power_iteration(op, n_iter=30, generator=torch.Generator().manual_seed(0)) ** 2
+
+
+def _run_sigpy(app_cls, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None, lam: float,
+               max_iter: int, name: str, **kw) -> torch.Tensor:
+    if lam < 0:
+        raise ValueError(f"{name}: lam must be >= 0, got {lam}")
+    k, mps, w = _sigpy_inputs(kspace, maps, mask, name)
+    eig = max(_max_eig(mps, w, k), 1e-12)
+    if app_cls is mri_app.TotalVariationRecon:  # PDHG on [A; G], ||G||^2 <= 8 (2D finite differences)
+        kw.update(sigma=1.0, tau=1.0 / (eig + 8.0))
+    else:  # FISTA step 1 / L
+        kw.update(alpha=1.0 / eig)
+    lead = k.shape[:-3]
+    flat = k.reshape(-1, *k.shape[-3:])
+    out = np.stack([app_cls(flat[b], mps, lam, weights=w, max_iter=max_iter, show_pbar=False,
+                            device=sp.cpu_device, **kw).run() for b in range(flat.shape[0])])
+    return torch.from_numpy(np.asarray(out, dtype=np.complex64).reshape(*lead, *k.shape[-2:])).to(kspace.device)
+
+
+def l1_wavelet(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None = None,
+               lam: float = DEFAULT_LAM_L1, max_iter: int = 100, wave_name: str = "db4") -> Posterior:
+    """L1-wavelet compressed sensing ``min 1/2 ||M F S x - y||^2 + lam ||W x||_1`` (sigpy ``L1WaveletRecon``, FISTA).
+
+    Args:
+        kspace: complex [..., C, H, W] undersampled k-space.
+        maps: complex [C, H, W] sensitivities (one set).
+        mask: sampling mask [W] or [H, W]; None lets sigpy take it from the non-zero k-space samples.
+        lam: L1 weight. max_iter: iterations. wave_name: PyWavelets wavelet.
+
+    Returns: `Posterior` with complex ``mean`` [..., H, W].
+    """
+    t0 = time.perf_counter()
+    x = _run_sigpy(mri_app.L1WaveletRecon, kspace, maps, mask, lam, max_iter, "l1_wavelet", wave_name=wave_name)
+    return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="l1-wavelet",
+                     hparams={"lam": lam, "max_iter": max_iter, "wave_name": wave_name})
+
+
+def total_variation(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None = None,
+                    lam: float = DEFAULT_LAM_TV, max_iter: int = 100) -> Posterior:
+    """Total-variation compressed sensing ``min 1/2 ||M F S x - y||^2 + lam TV(x)`` (sigpy ``TotalVariationRecon``, PDHG).
+
+    Args and returns as `l1_wavelet`.
+    """
+    t0 = time.perf_counter()
+    x = _run_sigpy(mri_app.TotalVariationRecon, kspace, maps, mask, lam, max_iter, "total_variation")
+    return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="total-variation",
+                     hparams={"lam": lam, "max_iter": max_iter})

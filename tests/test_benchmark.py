@@ -1,0 +1,231 @@
+"""The benchmark's calibration statistics against known answers, and a smoke run of a tiny preset."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import ndtri
+from scipy.stats import spearmanr
+
+from priors.base import GaussianPrior, PriorInfo
+from recon import benchmark as bm
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+# ---------------------------------------------------------------------------
+# calibration statistics
+# ---------------------------------------------------------------------------
+def test_spearman_is_one_for_any_increasing_transform_and_minus_one_reversed():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=500)
+    # ranks are all that matter: exp is increasing, so the rank correlation is exactly 1 (up to rounding)
+    assert bm.spearman(x, np.exp(x)) == pytest.approx(1.0, abs=1e-12)
+    assert bm.spearman(x, -x**3) == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_spearman_matches_scipy_with_ties():
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 5, size=300).astype(float)        # many ties: average ranks
+    b = a + rng.normal(scale=2.0, size=300)
+    # same definition (Pearson correlation of average ranks) as scipy.stats.spearmanr: equal to rounding
+    assert bm.spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+
+
+def test_spearman_of_a_constant_is_nan():
+    assert math.isnan(bm.spearman(np.ones(10), np.arange(10.0)))
+
+
+def test_perfectly_ranked_uncertainty_has_zero_ause():
+    rng = np.random.default_rng(2)
+    err = np.abs(rng.normal(size=10_000))
+    # uncertainty = any increasing function of the error ranks pixels exactly like the oracle
+    assert bm.ause(err, 3 * err + 1) == pytest.approx(0.0, abs=1e-12)
+    f, by_u, oracle = bm.sparsification_curves(err, err)
+    assert by_u[0] == pytest.approx(1.0, abs=1e-12)       # normalised: nothing removed -> 1
+    assert np.all(np.diff(oracle) <= 1e-12)                # removing the largest errors never raises the mean
+
+
+def test_uninformative_uncertainty_ause_matches_half_normal_oracle_area():
+    """Independent uncertainty: its curve stays at 1, so AUSE = integral of (1 - oracle). For half-normal
+    errors the oracle is (1 - exp(-q^2/2)) / (1 - f) with q = Phi^-1(1 - f/2) (closed form)."""
+    rng = np.random.default_rng(3)
+    err = np.abs(rng.normal(size=400_000))
+    unc = rng.uniform(size=err.size)
+    f = np.arange(1, 100) / 100
+    q = ndtri(1 - f / 2)
+    oracle = np.concatenate([[1.0], (1 - np.exp(-q**2 / 2)) / (1 - f)])
+    expected = np.trapezoid(1 - oracle, np.arange(100) / 100)
+    # 400k samples: the empirical curves are within ~0.005 of their expectations (2% of the ~0.33 area)
+    assert bm.ause(err, unc) == pytest.approx(expected, abs=0.01)
+    assert expected > 0.3
+
+
+def test_coverage_of_gaussian_errors_with_their_own_std_is_95_percent():
+    rng = np.random.default_rng(4)
+    std = rng.uniform(0.1, 2.0, size=200_000)             # heteroscedastic
+    err = std * rng.normal(size=std.size)
+    # P(|N(0,1)| <= 1.96) = 0.9500; binomial sd at n=2e5 is 0.0005, so 0.003 is a 6-sigma bound
+    assert bm.coverage(err, std) == pytest.approx(0.95, abs=0.003)
+    # an std half as large covers P(|N| <= 0.98) = 0.6729
+    assert bm.coverage(err, std / 2) == pytest.approx(0.6729, abs=0.003)
+
+
+def test_patch_average_takes_block_means_and_drops_edges():
+    x = np.kron(np.arange(6.0).reshape(2, 3), np.ones((8, 8)))   # 16 x 24, constant 8x8 blocks 0..5
+    x = np.pad(x, ((0, 5), (0, 3)), constant_values=100.0)      # edges that do not fill a patch
+    assert np.array_equal(bm.patch_average(x, 8), np.arange(6.0).reshape(2, 3))
+
+
+def test_calibration_of_std_equal_to_error_is_perfect():
+    rng = np.random.default_rng(5)
+    ref = rng.uniform(0.5, 1.0, size=(32, 32))
+    err = rng.uniform(0.0, 0.1, size=(32, 32))
+    mean = ref + err
+    out = bm.calibration(mean, err, ref, bm.support_mask(ref))
+    # std = |error| exactly: both rank statistics are 1, the sparsification curve is the oracle, and every
+    # error lies inside 1.96 std
+    assert out["spearman"] == pytest.approx(1.0, abs=1e-12)
+    assert out["spearman_patch"] == pytest.approx(1.0, abs=1e-12)
+    assert out["ause"] == pytest.approx(0.0, abs=1e-12)
+    assert out["coverage"] == 1.0
+
+
+def test_patch_averaging_recovers_correlation_hidden_by_pixel_noise():
+    """Error = smooth pattern + pixel noise, std = the pattern: patch means average the noise away, so the
+    patch Spearman must exceed the pixel one (the reason the target is stated after patch averaging)."""
+    rng = np.random.default_rng(6)
+    yy, xx = np.mgrid[0:64, 0:64] / 64
+    pattern = 0.05 * (1 + np.sin(6 * xx) * np.cos(4 * yy))
+    err = np.abs(pattern + 0.05 * rng.normal(size=pattern.shape))
+    ref = np.ones((64, 64))
+    out = bm.calibration(ref + err, pattern, ref, bm.support_mask(ref))
+    assert out["spearman_patch"] > out["spearman"] + 0.2
+    assert out["spearman_patch"] > 0.8
+
+
+# ---------------------------------------------------------------------------
+# targets from records
+# ---------------------------------------------------------------------------
+def _rec(label, method, setting, case, psnr, nfe, mean_std_rel=None, spearman_patch=None, modality="mri"):
+    return {"label": label, "method": method, "setting": setting, "case": case, "psnr": psnr, "nfe": nfe,
+            "modality": modality, "dataset": "x", "posterior": method in ("dds", "projection"),
+            "mean_std_rel": mean_std_rel, "spearman_patch": spearman_patch}
+
+
+def test_targets_compare_paired_cases_and_report_failures():
+    preset = bm.Preset(
+        name="t", brainweb_subjects=(), brainweb_slices=0, brainweb_kspace=None, real_t1=False, real_t1_kspace_crop=None,
+        poisson_files=(), ct_slices=(), ct_size=None, mri_settings=bm.MRI_SETTINGS[:3], ct_settings=(),
+        n_samples=2,
+        runs=(bm.MethodRun("dds", "dds"), bm.MethodRun("projection", "projection"), bm.MethodRun("unet", "unet")))
+    recs = []
+    for s, dds, proj, unet in (("random-4x", 30.0, 30.3, 31.0), ("random-8x", 27.0, 28.0, 26.0),
+                               ("equispaced-4x", 29.0, 29.0, 26.5)):
+        for c in ("a", "b"):
+            recs += [_rec("dds", "dds", s, c, dds, 50, 0.01 if s == "random-4x" else 0.02, 0.5),
+                     _rec("projection", "projection", s, c, proj, 1000, 0.03 if s == "random-4x" else 0.02),
+                     _rec("unet", "unet", s, c, unet, 0)]
+    speed, ood, order, rho = bm.evaluate_targets(preset, recs)
+    assert speed.status == "FAIL" and speed.values["random-8x"]["gap_db"] == pytest.approx(-1.0)
+    assert ood.status == "PASS" and ood.values["equispaced-4x"]["gap_db"] == pytest.approx(2.5)
+    assert ood.values["random-4x"]["gap_db"] == pytest.approx(-1.0)          # reported, no target
+    assert order.status == "FAIL" and "projection" in order.detail            # 3% at 4x > 2% at 8x
+    assert rho.status == "PASS" and rho.values["overall"] == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------------
+# smoke run of a tiny preset with Gaussian stand-in priors
+# ---------------------------------------------------------------------------
+def _stand_in(modality: str, shape: tuple[int, ...]) -> GaussianPrior:
+    """Gaussian priors: complex Fourier-diagonal with a power-law spectrum (MRI), independent pixels (CT)."""
+    h, w = shape[-2:]
+    if modality == "mri":
+        ky = torch.fft.fftshift(torch.fft.fftfreq(h))[:, None] * h
+        kx = torch.fft.fftshift(torch.fft.fftfreq(w))[None, :] * w
+        var = 1.0 / (1 + (ky**2 + kx**2) / 4.0) ** 1.5
+        var = var / var.sum() * h * w * 0.1
+        info = PriorInfo(name="gaussian-mri", value_kind="complex", modality="mri", normalization="p99",
+                         sigma_min=1e-3, sigma_max=100.0)
+        return GaussianPrior(torch.zeros(h, w, dtype=torch.complex64), var, "fourier", info)
+    info = PriorInfo(name="gaussian-ct", value_kind="real", modality="ct", normalization="fixed",
+                     sigma_min=1e-3, sigma_max=100.0)
+    return GaussianPrior(torch.ones(h, w), torch.full((h, w), 0.25), "pixel", info)
+
+
+TINY = bm.Preset(
+    name="tiny", brainweb_subjects=(51,), brainweb_slices=1, brainweb_kspace=(64, 56), real_t1=False,
+    real_t1_kspace_crop=None, poisson_files=(), ct_slices=(100,), ct_size=(64, 64),
+    mri_settings=(bm.MRI_SETTINGS[0], bm.MRI_SETTINGS[1]), ct_settings=(bm.CTSetting("sparse-30", 30),),
+    n_samples=4,
+    runs=(bm.MethodRun("fbp", "fbp", modalities=("ct",)),
+          bm.MethodRun("dds", "dds", 10),
+          bm.MethodRun("dds@4", "dds", 4, settings=("random-8x",)),
+          bm.MethodRun("ccdf", "ccdf", 6, (("sigma_start", 0.5),), settings=("random-8x",), max_cases=1,
+                       modalities=("mri",))),
+)
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data (BrainWeb, head CT)")
+def test_tiny_preset_writes_a_complete_report(tmp_path):
+    torch.set_num_threads(1)
+    result = bm.run_benchmark(TINY, _stand_in, lambda m: None, root=SHARED / "data")
+    result.meta.update(machine="test", device="cpu", priors="Gaussian stand-ins", unets="none")
+    targets = bm.write_outputs(result, tmp_path, "pytest")
+    # 2 MRI settings x (dds) + sweep (dds@4, ccdf probe) on random-8x + CT (fbp, dds) = 6 records
+    labels = sorted((r["setting"], r["label"]) for r in result.records)
+    assert labels == sorted([("random-4x", "dds"), ("random-8x", "dds"), ("random-8x", "dds@4"),
+                             ("random-8x", "ccdf"), ("sparse-30", "fbp"), ("sparse-30", "dds")])
+    data = json.loads((tmp_path / "results.json").read_text())           # strict JSON: NaN became null
+    assert data["preset"] == "tiny" and len(data["records"]) == 6 and len(data["targets"]) == 4
+    dds = {r["setting"]: r for r in data["records"] if r["label"] == "dds"}
+    assert dds["random-4x"]["nfe"] == 10 and dds["sparse-30"]["nfe"] == 10
+    for r in dds.values():
+        assert -1 <= r["spearman"] <= 1 and 0 <= r["coverage"] <= 1 and r["ause"] >= 0 and r["psnr"] > 10
+    # the exact Gaussian posterior's variance grows when measurements are removed; the sampler follows
+    assert dds["random-8x"]["mean_std_rel"] > dds["random-4x"]["mean_std_rel"]
+    assert targets[2].status == "PASS"
+    report = (tmp_path / "REPORT.md").read_text()
+    for t in targets:
+        assert t.line() in report
+    for fig in ("quality_mri.png", "quality_ct.png", "cost.png", "calibration.png", "examples_mri.png"):
+        assert (tmp_path / fig).stat().st_size > 10_000 and f"]({fig})" in report
+
+
+# ---------------------------------------------------------------------------
+# presets and the command
+# ---------------------------------------------------------------------------
+def test_presets_use_only_the_test_splits():
+    from recon.brainweb import BRAINWEB_TEST
+    from recon.ct_slices import CT_TEST
+
+    for preset in bm.PRESETS.values():
+        assert set(preset.brainweb_subjects) <= set(BRAINWEB_TEST)
+        assert set(preset.ct_slices) <= set(CT_TEST)
+    assert bm.FULL.ct_slices == CT_TEST and bm.FULL.brainweb_subjects == BRAINWEB_TEST
+    with pytest.raises(bm.BenchmarkError, match="unknown preset"):
+        bm.get_preset("medium")
+
+
+def test_runs_for_applies_settings_and_case_limits():
+    runs = {r.label for r in bm.QUICK.runs_for("mri", "random-8x", 1)}
+    assert {"dds", "ccdf", "dds@10", "sense"} <= runs
+    assert "projection@50" not in runs                     # probes run on the first case only
+    assert "projection@50" in {r.label for r in bm.QUICK.runs_for("mri", "random-8x", 0)}
+    assert "ccdf" not in {r.label for r in bm.QUICK.runs_for("mri", "poisson-8x", 0)}
+    assert "sirt" not in {r.label for r in bm.QUICK.runs_for("mri", "random-4x", 0)}   # CT-only baseline
+
+
+def test_command_rejects_an_unknown_modality(capsys):
+    import argparse
+
+    from recon.commands import benchmark as cmd
+
+    p = argparse.ArgumentParser()
+    cmd.add_arguments(p)
+    assert cmd.run(p.parse_args(["--out", "x", "--modality", "pet"])) == 2
+    assert "--modality" in capsys.readouterr().err

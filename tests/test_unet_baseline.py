@@ -1,0 +1,195 @@
+"""U-Net baselines: fastMRI input convention, padding, checkpoint errors, training resume, bundled weights."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from priors.checkpoints import CheckpointError
+from priors.networks.fastmri_unet import Unet, UnetInputError
+from recon.baselines.unet import (load_unet, mri_unet_image, pad_to_multiple, unet_ct, unet_forward, unet_from_dict,
+                                  unet_mri, unpad)
+from recon.train_unet import (add_train_unet_arguments, export_unet, fourier_crop, random_masks, run_train_unet)
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+WEIGHTS = ROOT / "priors" / "weights"
+needs_shared = pytest.mark.skipif(not (SHARED / "data").exists(), reason="../shared/data is not present")
+
+
+def _net(chans: int = 4, pools: int = 2, seed: int = 0) -> Unet:
+    torch.manual_seed(seed)
+    return Unet(1, 1, chans=chans, num_pool_layers=pools).eval()
+
+
+@pytest.mark.parametrize("shape", [(37, 23), (3, 5), (16, 16)])
+def test_unet_forward_pads_any_size_and_returns_it(shape):
+    net = _net()
+    x = torch.randn(2, 1, *shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = unet_forward(net, x)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    padded, pads = pad_to_multiple(x, 4)
+    # padded to the next multiple of 2**pools, and cropping gives back the input exactly
+    assert padded.shape[-2] % 4 == 0 and padded.shape[-1] % 4 == 0
+    assert torch.equal(unpad(padded, pads), x)
+
+
+def test_unet_forward_says_why_it_cannot_take_an_input():
+    net = _net()
+    with pytest.raises(UnetInputError, match="complex"):
+        unet_forward(net, torch.randn(1, 1, 8, 8, dtype=torch.complex64))
+    with pytest.raises(UnetInputError, match=r"\[N, C, H, W\]"):
+        unet_forward(net, torch.randn(8, 8))
+
+
+def test_mri_unet_image_maps_the_output_back_with_the_input_mean_and_std():
+    # a network whose last 1x1 conv is zero outputs 0 in normalised units -> the image mean everywhere
+    net = _net()
+    with torch.no_grad():
+        net.up_conv[-1][1].weight.zero_()
+        net.up_conv[-1][1].bias.fill_(1.0)  # +1 normalised unit -> mean + std
+    img = torch.rand(2, 20, 18, generator=torch.Generator().manual_seed(2)) * 3
+    with torch.no_grad():
+        out = mri_unet_image(net, img)
+    expect = img.mean((-2, -1), keepdim=True) + img.std((-2, -1), keepdim=True)
+    # float32: mean and std of 360 values agree to ~1e-6 relative
+    assert float((out - expect).abs().max()) < 1e-5
+
+
+def test_checkpoint_with_missing_and_unexpected_keys_names_them():
+    sd = _net().state_dict()
+    sd.pop("conv.layers.0.weight")
+    sd["extra.weight"] = torch.zeros(1)
+    obj = {"format_version": 1, "kind": "fastmri-unet", "task": "brain-mri",
+           "net_config": {"in_chans": 1, "out_chans": 1, "chans": 4, "num_pool_layers": 2, "drop_prob": 0.0},
+           "state_dict": sd, "meta": {}}
+    with pytest.raises(CheckpointError) as err:
+        unet_from_dict(obj)
+    assert err.value.missing == ["conv.layers.0.weight"] and err.value.unexpected == ["extra.weight"]
+    assert "conv.layers.0.weight" in str(err.value) and "extra.weight" in str(err.value)
+
+
+def test_bare_fastmri_state_dict_loads_with_inferred_width_and_depth(tmp_path):
+    net = _net(chans=6, pools=3)
+    torch.save({f"module.{k}": v for k, v in net.state_dict().items()}, tmp_path / "sd.pt")
+    loaded = load_unet(tmp_path / "sd.pt")
+    assert (loaded.net.chans, loaded.net.num_pool_layers, loaded.task) == (6, 3, "unknown")
+    x = torch.randn(1, 1, 24, 24)
+    with torch.no_grad():
+        assert torch.equal(loaded.net(x), net(x))
+
+
+def test_unet_mri_uses_the_zero_filled_rss_and_crops():
+    net = _net()
+    k = torch.randn(2, 4, 40, 36, dtype=torch.complex64, generator=torch.Generator().manual_seed(3))
+    post = unet_mri(k, net, crop=(32, 32))
+    from operators.fft import ifft2c, rss
+    from recon.io import center_crop
+
+    with torch.no_grad():
+        expect = mri_unet_image(net, center_crop(rss(ifft2c(k)), (32, 32)))
+    assert post.std is None and post.mean.shape == (2, 32, 32)
+    assert torch.allclose(post.mean, expect, atol=1e-6)
+
+
+def test_unet_mri_init_has_the_unet_magnitude_and_the_cg_sense_phase():
+    from operators.linalg import conjugate_gradient
+    from operators.mri import MultiCoilMRI
+    from recon.baselines.unet import unet_mri_init
+    from recon.simulate.mri import simulate_multicoil
+
+    k, maps, _ = simulate_multicoil(torch.rand(32, 32, generator=torch.Generator().manual_seed(4)), 4, seed=4)
+    op = MultiCoilMRI(maps, torch.ones(32))
+    net = _net()
+    init = unet_mri_init(k, op, net, cg_iter=5)
+    mag = unet_mri(k, net).mean.clamp_min(0)
+    phase = torch.angle(conjugate_gradient(op.normal, op.adjoint(k), n_iter=5, dims=2))
+    assert init.dtype == torch.complex64 and init.shape == (32, 32)
+    # float32 polar/abs round trip
+    assert torch.allclose(init.abs(), mag, atol=1e-5)
+    keep = mag > 1e-3
+    assert float((torch.angle(init[keep] * torch.exp(-1j * phase[keep]))).abs().max()) < 1e-4
+
+
+def test_fourier_crop_keeps_intensity_and_random_masks_hit_the_acceleration():
+    const = np.full((1, 30, 20), 2.0 + 1.0j, dtype=np.complex64)
+    # a constant image is a single k-space sample at the centre: cropping keeps it, rescaled to the same value
+    assert np.allclose(fourier_crop(const, (12, 10)), 2.0 + 1.0j, atol=1e-5)
+    m = random_masks(400, 120, np.random.default_rng(0), ((4.0, 0.08),))
+    # fastMRI random masks: expected 1/4 of the lines; mean over 400 masks within 2 %
+    assert abs(float(m.mean()) - 0.25) < 0.02
+
+
+def _tiny_ct_args(tmp_path: Path, out: str, steps: int, resume: bool = False) -> argparse.Namespace:
+    p = add_train_unet_arguments(argparse.ArgumentParser())
+    argv = ["--task", "head-ct", "--out", str(tmp_path / out), "--cache", str(tmp_path / "data.npz"),
+            "--steps", str(steps), "--chans", "4", "--pools", "2", "--batch", "2", "--patch", "16",
+            "--ckpt-minutes", "100", "--seed", "5"]
+    return p.parse_args(argv + (["--resume"] if resume else []))
+
+
+def test_training_resume_continues_the_same_run(tmp_path):
+    g = np.random.default_rng(0)
+    target = g.random((3, 24, 24)).astype(np.float32)
+    np.savez(tmp_path / "data.npz", fbp=target + 0.1 * g.standard_normal((3, 24, 24)).astype(np.float32),
+             target=target, val_fbp=target[:1] + 0.1, val_target=target[:1])
+    run_train_unet(_tiny_ct_args(tmp_path, "full", 6))
+    run_train_unet(_tiny_ct_args(tmp_path, "split", 3))
+    # the learning rate depends on step / --steps; steps 0..2 use the full rate in both runs
+    args = _tiny_ct_args(tmp_path, "split", 6, resume=True)
+    summary = run_train_unet(args)
+    full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["net"]
+    split = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["net"]
+    assert summary["steps"] == 6
+    # same seeded data, noise and optimiser state -> bitwise identical weights
+    assert all(torch.equal(full[k], split[k]) for k in full)
+    rows = (tmp_path / "split" / "loss.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step,wall_s,loss")
+    sha = export_unet(tmp_path / "split" / "checkpoint.pt", tmp_path / "w.pt")
+    import hashlib
+
+    assert sha == hashlib.sha256((tmp_path / "w.pt").read_bytes()).hexdigest()
+    loaded = load_unet(tmp_path / "w.pt")
+    assert loaded.task == "head-ct" and loaded.meta["steps"] == 6
+
+
+@needs_shared
+@pytest.mark.skipif(not (WEIGHTS / "unet-brain-mri.pt").exists(), reason="bundled unet-brain-mri.pt absent")
+def test_bundled_brain_unet_beats_zero_filled_by_4db_on_test_subjects():
+    from operators.fft import ifft2c, rss
+    from recon.brainweb import BRAINWEB_TEST
+    from recon.train_unet import brain_eval_cases, volume_psnr
+
+    model = load_unet("unet-brain-mri")
+    cases = brain_eval_cases(BRAINWEB_TEST, 2, 4.0, 0.08, seed=1234)  # 4 subjects x 3 contrasts x 2 slices
+    zf = rss(ifft2c(cases["kspace"]))
+    out = unet_mri(cases["kspace"], model).mean
+    base = volume_psnr(cases["target"], zf, cases["volume"])
+    gain = volume_psnr(cases["target"], out, cases["volume"]) - base
+    # the issue's acceptance criterion: >= 4 dB (fastMRI PSNR per volume, averaged over the 12 volumes)
+    assert gain >= 4.0, f"U-Net gains {gain:.2f} dB over zero-filled ({base:.2f} dB)"
+
+
+@needs_shared
+@pytest.mark.skipif(not (WEIGHTS / "unet-head-ct.pt").exists(), reason="bundled unet-head-ct.pt absent")
+def test_bundled_ct_unet_beats_fbp_on_test_slices():
+    from recon.ct_slices import ct_slices, hu_to_prior
+    from recon.metrics import psnr
+    from recon.simulate.ct import MU_WATER_PER_MM, ct_sinogram
+    from recon.train_unet import CT_PIXEL_MM, ct_geometry
+
+    hu = torch.from_numpy(ct_slices("test", hu=True)[::6])  # 4 of the 24 test slices
+    op = ct_geometry()
+    unit = MU_WATER_PER_MM * CT_PIXEL_MM
+    y = ct_sinogram(hu, op, 1e6, pixel_size_mm=CT_PIXEL_MM, generator=torch.Generator().manual_seed(0))
+    target = torch.from_numpy(hu_to_prior(hu.numpy()))
+    from recon.baselines.ct import fbp
+
+    base = psnr(target, fbp(y, op) / unit)
+    out = unet_ct(y, op, load_unet("unet-head-ct"), unit=unit).mean / unit
+    # validation showed about +6 dB; 3 dB leaves room for the different slices
+    assert psnr(target, out) > base + 3.0
