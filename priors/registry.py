@@ -39,9 +39,15 @@ def read_registry(path: Path = REGISTRY_FILE) -> dict[str, dict[str, Any]]:
     return json.loads(path.read_text())
 
 
+def is_prior_entry(entry: dict[str, Any]) -> bool:
+    """Registry entries without a ``kind`` (or ``kind == "edm-unet"``) are score priors; others
+    (e.g. supervised U-Net baselines) share the file but are not loaded here."""
+    return entry.get("kind", "edm-unet") == "edm-unet"
+
+
 def available(path: Path = REGISTRY_FILE) -> list[str]:
-    """Names of the bundled priors (sorted)."""
-    return sorted(read_registry(path))
+    """Names of the bundled score priors (sorted)."""
+    return sorted(n for n, e in read_registry(path).items() if is_prior_entry(e))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -92,7 +98,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Prior:
     Raises `UnknownPriorError` (listing the bundled names) when neither exists, and
     `CheckpointError` for a modified, corrupt or inconsistent file.
     """
-    reg = read_registry()
+    reg = {n: e for n, e in read_registry().items() if is_prior_entry(e)}
     key = str(name_or_path)
     if key in reg:
         entry = reg[key]
@@ -107,7 +113,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Prior:
 def describe() -> str:
     """One line per bundled prior (for ``recon priors``)."""
     lines = []
-    for name, e in sorted(read_registry().items()):
+    for name, e in sorted((n, e) for n, e in read_registry().items() if is_prior_entry(e)):
         lines.append(f"{name:20s} {e.get('value_kind', '?'):8s} {e.get('modality', '?'):4s} "
                      f"{e.get('size_mb', 0):5.1f} MB  {e.get('description', '')}")
     return "\n".join(lines) or "(no bundled priors)"

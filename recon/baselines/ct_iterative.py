@@ -29,7 +29,7 @@ from recon.baselines.ct import cgls, fbp, sirt
 from solvers.posterior import Posterior
 
 #: validation-chosen TV weight for images in water units (water = 1), 60-view parallel beam
-DEFAULT_LAM_TV = 0.5
+DEFAULT_LAM_TV = 3.0
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:
@@ -55,7 +55,7 @@ def divergence(g: torch.Tensor) -> torch.Tensor:
     return dy + dx
 
 
-def tv_pdhg(sinogram: torch.Tensor, operator: LinearOperator, lam: float = DEFAULT_LAM_TV, n_iter: int = 200,
+def tv_pdhg(sinogram: torch.Tensor, operator: LinearOperator, lam: float = DEFAULT_LAM_TV, n_iter: int = 100,
             nonneg: bool = True, op_norm: float | None = None, x0: torch.Tensor | None = None) -> torch.Tensor:
     """TV-regularised least squares by Chambolle-Pock; see the module docstring.
 
@@ -102,7 +102,7 @@ def tv_pdhg(sinogram: torch.Tensor, operator: LinearOperator, lam: float = DEFAU
 
 
 def tv_reconstruction(sinogram: torch.Tensor, operator: LinearOperator, lam: float = DEFAULT_LAM_TV,
-                      n_iter: int = 200, nonneg: bool = True, op_norm: float | None = None) -> Posterior:
+                      n_iter: int = 100, nonneg: bool = True, op_norm: float | None = None) -> Posterior:
     """`tv_pdhg` as a `Posterior` (real ``mean`` [..., H, W])."""
     t0 = time.perf_counter()
     x = tv_pdhg(sinogram, operator, lam, n_iter, nonneg, op_norm)
@@ -117,7 +117,7 @@ def fbp_reconstruction(sinogram: torch.Tensor, operator, filter: str = "ram-lak"
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="fbp", hparams={"filter": filter})
 
 
-def sirt_reconstruction(sinogram: torch.Tensor, operator: LinearOperator, n_iter: int = 50,
+def sirt_reconstruction(sinogram: torch.Tensor, operator: LinearOperator, n_iter: int = 100,
                         nonneg: bool = True) -> Posterior:
     """`recon.baselines.ct.sirt` as a `Posterior`."""
     t0 = time.perf_counter()
