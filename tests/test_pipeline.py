@@ -167,3 +167,14 @@ def test_bad_settings_exit_2_before_work(tmp_path, capsys, mri_file, argv, messa
     assert rc == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_demo_runs_on_the_bundled_sample(tmp_path, capsys):
+    # --fast: one slice, 2 samples, 5 NFE; the full demo is what `make demo` runs
+    rc = cli(["demo", "--out", str(tmp_path), "--fast", "--quiet"])
+    assert rc == 0
+    s = json.loads((tmp_path / "brainweb_subject51_t1w.json").read_text())
+    assert set(s["solvers"]) == {"zero-filled", "dds", "unet"}
+    assert all(np.isfinite(v["psnr"]) for v in s["solvers"].values())
+    assert np.isfinite(s["solvers"]["dds"]["mean_std"]) and s["solvers"]["dds"]["nfe"] == 5
+    assert "demo finished" in capsys.readouterr().out
