@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory (default: demo-out)")
     p.add_argument("--solver", default="dds,unet", help="methods to run (default: dds,unet)")
     p.add_argument("--samples", type=int, default=4, help="posterior samples per slice")
-    p.add_argument("--nfe", type=int, default=None, help="network evaluations (default: the solver's)")
+    p.add_argument("--nfe", type=int, default=25, help="network evaluations, each over the whole batch of samples (default 25, CPU-friendly)")
     p.add_argument("--fast", action="store_true", help="one slice, 2 samples, 5 NFE: a smoke run")
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
@@ -21,10 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     argv = [str(SAMPLE), "--out", str(args.out), "--solver", args.solver, "--accel", "4", "--mask", "random",
             "--samples", str(2 if args.fast else args.samples), "--device", args.device, "--overwrite"]
-    if args.fast:
-        argv += ["--nfe", "5", "--slices", "1:2"]
-    elif args.nfe:
-        argv += ["--nfe", str(args.nfe)]
+    argv += ["--nfe", "5", "--slices", "1:2"] if args.fast else ["--nfe", str(args.nfe)]
     if args.quiet:
         argv.append("--quiet")
     p = argparse.ArgumentParser()
