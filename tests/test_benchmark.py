@@ -119,7 +119,8 @@ def _rec(label, method, setting, case, psnr, nfe, mean_std_rel=None, spearman_pa
 
 def test_targets_compare_paired_cases_and_report_failures():
     preset = bm.Preset(
-        name="t", brainweb_subjects=(), brainweb_slices=0, brainweb_kspace=None, real_t1=False, real_t1_kspace_crop=None,
+        name="t", brainweb_subjects=(), brainweb_slices=0, brainweb_kspace=None, real_t1=False,
+        real_t1_kspace_crop=None,
         poisson_files=(), ct_slices=(), ct_size=None, mri_settings=bm.MRI_SETTINGS[:3], ct_settings=(),
         n_samples=2,
         runs=(bm.MethodRun("dds", "dds"), bm.MethodRun("projection", "projection"), bm.MethodRun("unet", "unet")))
@@ -136,6 +137,20 @@ def test_targets_compare_paired_cases_and_report_failures():
     assert ood.values["random-4x"]["gap_db"] == pytest.approx(-1.0)          # reported, no target
     assert order.status == "FAIL" and "projection" in order.detail            # 3% at 4x > 2% at 8x
     assert rho.status == "PASS" and rho.values["overall"] == pytest.approx(0.5)
+
+
+def test_speed_target_without_a_1000_nfe_projection_is_not_evaluated_but_informative():
+    preset = bm.Preset(
+        name="t", brainweb_subjects=(), brainweb_slices=0, brainweb_kspace=None, real_t1=False,
+        real_t1_kspace_crop=None, poisson_files=(), ct_slices=(), ct_size=None, mri_settings=bm.MRI_SETTINGS[1:2],
+        ct_settings=(), n_samples=2,
+        runs=(bm.MethodRun("dds", "dds"), bm.MethodRun("projection@100", "projection", 100)))
+    recs = [_rec("dds", "dds", "random-8x", "a", 26.0, 50), _rec("dds", "dds", "random-8x", "b", 24.0, 50),
+            _rec("projection@100", "projection", "random-8x", "a", 25.0, 99)]
+    speed = bm.evaluate_targets(preset, recs)[0]
+    # never a pass or fail from a budget below 1000 NFE; the paired gap uses the shared case "a" only
+    assert speed.status == "NOT EVALUATED"
+    assert speed.values["gap_db"] == pytest.approx(1.0) and speed.values["cases"] == 1
 
 
 # ---------------------------------------------------------------------------
