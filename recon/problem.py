@@ -122,6 +122,10 @@ def prepare_mri_slice(
         kind = "file"
     y = k * mask
     maps = espirit_maps(y, calib_width=calib_width, n_maps=n_maps)
+    if not bool((maps != 0).any()):
+        from operators.espirit import CalibrationError
+        raise CalibrationError("ESPIRiT returned all-zero coil maps (too few calibration lines); "
+                               "sample more centre lines, e.g. a larger --center-fraction")
     y, mask, maps = y.to(device), mask.to(device), maps.to(device)
     crop = (min(header.recon_size[0], h), min(header.recon_size[1], w))
     if reference is not None:
