@@ -79,17 +79,21 @@ def prior_from_dict(obj: dict[str, Any], device: str | torch.device = "cpu") -> 
     return prior
 
 
-def load_file(path: Path | str, sha256: str | None = None, device: str | torch.device = "cpu") -> EDMPrior:
-    """Load a prior file; with ``sha256`` the file's bytes must hash to it."""
+def read_verified(path: Path | str, sha256: str | None = None, what: str = "prior") -> Any:
+    """``torch.load`` (weights only) of a weights file; with ``sha256`` its bytes must hash to it first."""
     data = Path(path).read_bytes()
     if sha256 is not None and sha256_bytes(data) != sha256:
         raise CheckpointError(f"sha256 of {path} is {sha256_bytes(data)}, expected {sha256}: "
                               "the file is corrupt or was replaced; restore it or reinstall the package")
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad pickle
-        raise CheckpointError(f"cannot read prior file {path}: {e}") from e
-    return prior_from_dict(obj, device)
+        raise CheckpointError(f"cannot read {what} file {path}: {e}") from e
+
+
+def load_file(path: Path | str, sha256: str | None = None, device: str | torch.device = "cpu") -> EDMPrior:
+    """Load a prior file; with ``sha256`` the file's bytes must hash to it."""
+    return prior_from_dict(read_verified(path, sha256, "prior"), device)
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu") -> Prior:

@@ -19,7 +19,6 @@ depth are read from the parameter shapes.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import time
 from dataclasses import dataclass, field
@@ -151,7 +150,7 @@ def load_unet(name_or_path: str | Path, device: torch.device | str = "cpu") -> T
     Raises `priors.registry.UnknownPriorError` for an unknown name and `CheckpointError` for a
     modified file or one whose keys do not fit.
     """
-    from priors.registry import WEIGHTS_DIR, UnknownPriorError, read_registry, sha256_bytes
+    from priors.registry import WEIGHTS_DIR, UnknownPriorError, read_registry, read_verified
 
     reg = read_registry()
     key = str(name_or_path)
@@ -163,14 +162,7 @@ def load_unet(name_or_path: str | Path, device: torch.device | str = "cpu") -> T
         names = sorted(n for n, e in reg.items() if e.get("kind") == UNET_KIND)
         raise UnknownPriorError(f"unknown U-Net '{key}': not a bundled name and no such file. "
                                 f"Bundled U-Nets: {', '.join(names) or '(none)'}")
-    data = path.read_bytes()
-    if expected is not None and sha256_bytes(data) != expected:
-        raise CheckpointError(f"sha256 of {path} is {sha256_bytes(data)}, expected {expected}: "
-                              "the file is corrupt or was replaced")
-    try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad pickle
-        raise CheckpointError(f"cannot read U-Net file {path}: {e}") from e
+    obj = read_verified(path, expected, "U-Net")
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a U-Net file or state dict")
     return unet_from_dict(obj, device)
