@@ -350,7 +350,50 @@ FULL = Preset(
     n_samples=8,
 )
 
-PRESETS: dict[str, Preset] = {"quick": QUICK, "full": FULL}
+_IN_DIST = ("random-4x", "random-8x")
+
+TARGETS = Preset(
+    name="targets",
+    brainweb_subjects=(51, 52, 53, 54),
+    brainweb_slices=1,
+    brainweb_kspace=(144, 120),
+    real_t1=True,
+    real_t1_kspace_crop=(128, 104),
+    poisson_files=("brain_8ch_poisson_bart.h5", "brain_8ch_poisson_sigpy.h5"),
+    ct_slices=(88, 96, 104),
+    ct_size=(128, 128),
+    mri_settings=MRI_SETTINGS,
+    ct_settings=CT_SETTINGS,
+    runs=_baselines() + (
+        MethodRun("dds", "dds", on_file_data=True),
+        MethodRun("ccdf", "ccdf", settings=_IN_DIST + ("sparse-60",)),
+        MethodRun("dds@10", "dds", 10, settings=("random-8x", "sparse-60")),
+        MethodRun("dds@20", "dds", 20, settings=("random-8x",)),
+        MethodRun("dds@100", "dds", 100, settings=("random-8x",)),
+        MethodRun("projection", "projection", settings=_IN_DIST, max_cases=2),
+        MethodRun("projection@100", "projection", 100, settings=("random-8x",), max_cases=2),
+        MethodRun("projection@300", "projection", 300, settings=("random-8x",), max_cases=2),
+        MethodRun("score-ald", "score-ald", settings=_IN_DIST, max_cases=1),
+        MethodRun("dps", "dps", settings=_IN_DIST, max_cases=1),
+    ),
+    n_samples=4,
+    reductions=(
+        "sized to evaluate every target in about an hour on 2 CPU cores: BrainWeb test subjects 51-54, "
+        "1 slice each (full: 4 slices each), central 144 x 120 of k-space as in every preset",
+        "real T1 file: central 128 x 104 of k-space (full: 320 x 256 with the file's target)",
+        "head CT: test slices 88, 96 and 104, centre-cropped to 128 x 128 (full: all 24 at 256 x 256)",
+        "4 posterior samples per slice (full: 8)",
+        "`dds` at its default NFE everywhere; `ccdf` at its default on random-4x, random-8x and CT sparse-60",
+        "NFE sweeps on random-8x (dds 10/20/50/100, projection 100/300/1000) and CT sparse-60 (dds 10/50)",
+        "`projection` at its default (1000 NFE) on the first 2 cases (BrainWeb 51, 52) of random-4x and "
+        "random-8x only: the speed target is evaluated on those 4 cases",
+        "`score-ald` (600 NFE) and `dps` (500 NFE) at their defaults on the first case of random-4x and "
+        "random-8x only (cost and the std ordering, not a quality ranking)",
+        "Poisson files: baselines and `dds` only",
+    ),
+)
+
+PRESETS: dict[str, Preset] = {"quick": QUICK, "targets": TARGETS, "full": FULL}
 
 
 def get_preset(name: str) -> Preset:
@@ -468,15 +511,18 @@ def poisson_sources(names: Sequence[str], root: Path = SHARED_DATA) -> list[File
     return out
 
 
-def ct_sources(indices: Sequence[int], size: tuple[int, int] | None, root: Path = SHARED_DATA) -> list[CTSource]:
-    """Head-CT test slices (HU), centre-cropped to `size`; indices must lie in the test split 84..107."""
+def ct_sources(indices: Sequence[int], size: tuple[int, int] | None, root: Path = SHARED_DATA,
+               split: str = "test") -> list[CTSource]:
+    """Head-CT slices (HU) of one split, centre-cropped to `size`; indices must lie in that split
+    (test: 84..107, validation: 72..83)."""
     import h5py
 
-    from recon.ct_slices import CT_TEST, ct_path
+    from recon.ct_slices import CT_SPLITS, ct_path
 
-    bad = [i for i in indices if i not in CT_TEST]
+    allowed = CT_SPLITS[split]
+    bad = [i for i in indices if i not in allowed]
     if bad:
-        raise BenchmarkError(f"CT slices {bad} are not in the test split {CT_TEST[0]}..{CT_TEST[-1]}")
+        raise BenchmarkError(f"CT slices {bad} are not in the {split} split {allowed[0]}..{allowed[-1]}")
     with h5py.File(ct_path(root), "r") as f:
         pixel = float(f.attrs["spacing_mm_xyz"][0])
         out = []

@@ -235,6 +235,25 @@ def test_runs_for_applies_settings_and_case_limits():
     assert "sirt" not in {r.label for r in bm.QUICK.runs_for("mri", "random-4x", 0)}   # CT-only baseline
 
 
+def test_targets_preset_can_evaluate_every_target():
+    """The speed target needs projection at >= 1000 NFE beside dds on random 4x/8x; the std-order target
+    needs every posterior method at both accelerations."""
+    import solvers
+
+    assert solvers.METHODS["projection"].default_nfe >= 1000 >= 20 * solvers.METHODS["dds"].default_nfe
+    for setting in ("random-4x", "random-8x"):
+        labels = {r.label for r in bm.TARGETS.runs_for("mri", setting, 0)}
+        assert {"dds", "projection", "score-ald", "dps", "ccdf", "unet"} <= labels
+        assert "projection" in {r.label for r in bm.TARGETS.runs_for("mri", setting, 1)}
+        assert "projection" not in {r.label for r in bm.TARGETS.runs_for("mri", setting, 2)}
+    assert bm.get_preset("targets") is bm.TARGETS
+
+
+def test_ct_sources_keep_to_the_named_split():
+    with pytest.raises(bm.BenchmarkError, match="not in the val split"):
+        bm.ct_sources([90], None, split="val")
+
+
 def test_command_rejects_an_unknown_modality(capsys):
     import argparse
 

@@ -18,8 +18,10 @@ DEFAULT_UNETS = {"mri": "unet-brain-mri", "ct": "unet-head-ct"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", choices=["quick", "full"], default="quick",
-                   help="quick: a few reduced slices and sweeps (CI); full: every slice and solver (GPU / long run)")
+    p.add_argument("--preset", choices=["quick", "targets", "full"], default="quick",
+                   help="quick: a few reduced slices and sweeps (CI, < 15 min on 2 CPU cores); targets: every "
+                        "report target evaluated on a reduced test set (~1 h on 2 CPU cores); full: every slice "
+                        "and solver (GPU / long run)")
     p.add_argument("--out", required=True, type=Path, help="output directory (REPORT.md, results.json, figures)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--modality", default="mri,ct", help="comma-separated subset of mri,ct")
