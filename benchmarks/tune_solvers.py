@@ -74,6 +74,14 @@ def sweep(args: argparse.Namespace) -> None:
     prior = load("brain-mri-complex" if args.modality == "mri" else "head-ct")
     device = torch.device("cpu")
     all_cases = cases(args.modality, args.settings.split(","), args.slices, device)
+    if args.max_cases:
+        per_setting: dict[str, int] = defaultdict(int)
+        kept = []
+        for c in all_cases:
+            per_setting[c.setting] += 1
+            if per_setting[c.setting] <= args.max_cases:
+                kept.append(c)
+        all_cases = kept
     settings = MethodSettings(prior=prior, n_samples=args.samples, seed=0, progress=False)
     override = parse_grid(args.grid)
     for method in args.methods.split(","):
@@ -144,6 +152,7 @@ def main() -> None:
     ap.add_argument("--methods", default=",".join(SWEEPS))
     ap.add_argument("--settings", default=None, help="benchmark setting names (default: random-8x / sparse-60)")
     ap.add_argument("--slices", type=int, default=1, help="MRI: slices per validation subject; CT: slices")
+    ap.add_argument("--max-cases", type=int, default=None, help="first N cases per setting only (costly methods)")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--grid", action="append", metavar="NAME=V1,V2",
                     help="replace one hyper-parameter's grid (repeatable; applies to every method swept)")
