@@ -91,6 +91,19 @@ def read_verified(path: Path | str, sha256: str | None = None, what: str = "prio
         raise CheckpointError(f"cannot read {what} file {path}: {e}") from e
 
 
+def write_weights(obj: dict[str, Any], path: Path | str) -> str:
+    """``torch.save`` a weights dict to `path` (through a temporary name, so no half-written file is left);
+    returns the sha256 of the bytes written, for the registry and `read_verified`."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getvalue()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return sha256_bytes(data)
+
+
 def load_file(path: Path | str, sha256: str | None = None, device: str | torch.device = "cpu") -> EDMPrior:
     """Load a prior file; with ``sha256`` the file's bytes must hash to it."""
     return prior_from_dict(read_verified(path, sha256, "prior"), device)

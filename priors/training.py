@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import hashlib
-import io
 import os
 import time
 from dataclasses import dataclass
@@ -38,6 +36,7 @@ import torch
 
 from priors.base import EDMPrior, PriorInfo, standard_noise
 from priors.networks.unet import UNet, UNetConfig
+from priors.registry import write_weights
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT_VERSION = 1
@@ -275,11 +274,7 @@ def export_prior(checkpoint: Path | str, out: Path | str, name: str | None = Non
         "meta": {"steps": ck["step"], "wall_time_s": ck["wall_time_s"], "final_loss": ck["final_loss"],
                  "data": ck["data_description"], "args": ck["args"]},
     }
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getvalue()
-    Path(out).write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
+    return write_weights(obj, out)
 
 
 # ---------------------------------------------------------------------------

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
-import io
 import math
 import os
 import time
@@ -39,6 +37,7 @@ import torch
 
 from operators.fft import fft2c, ifft2c, rss
 from priors.networks.fastmri_unet import Unet, UnetConfig, normalize_unet_input
+from priors.registry import write_weights
 from recon.baselines.unet import UNET_FORMAT, UNET_KIND, mri_unet_image, unet_forward
 from recon.masks import make_mask
 from recon.metrics import psnr
@@ -261,11 +260,7 @@ def export_unet(checkpoint: Path | str, out: Path | str, half: bool = False) -> 
            "state_dict": sd, "meta": {"steps": ck["step"], "wall_time_s": round(ck["wall_time_s"], 1),
                                       "final_loss": ck["final_loss"], "validation": ck.get("validation", {}),
                                       "data": ck["data_description"], "args": ck["args"]}}
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    data = buf.getvalue()
-    Path(out).write_bytes(data)
-    return hashlib.sha256(data).hexdigest()
+    return write_weights(obj, out)
 
 
 # ---------------------------------------------------------------------------

@@ -265,3 +265,18 @@ def test_command_rejects_an_unknown_modality(capsys):
     cmd.add_arguments(p)
     assert cmd.run(p.parse_args(["--out", "x", "--modality", "pet"])) == 2
     assert "--modality" in capsys.readouterr().err
+
+
+def test_networks_that_cannot_load_are_skipped_with_a_note(tmp_path):
+    import argparse
+
+    from recon.commands.benchmark import _Networks
+
+    missing = str(tmp_path / "missing.pt")
+    args = argparse.Namespace(device="cpu", mri_prior=missing, ct_prior=missing, mri_unet=missing, ct_unet=missing)
+    notes: list[str] = []
+    nets = _Networks(args, notes)
+    assert nets.prior("mri", (8, 8)) is None and nets.unet("ct") is None
+    assert nets.prior("mri", (8, 8)) is None and len(notes) == 2          # tried once per modality
+    assert notes[0].startswith(f"MRI prior '{missing}' could not be loaded") and "posterior methods" in notes[0]
+    assert notes[1].startswith(f"CT U-Net '{missing}' could not be loaded") and "`unet` baseline" in notes[1]

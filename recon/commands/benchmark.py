@@ -1,7 +1,8 @@
-"""`recon benchmark --preset quick|full --out DIR`: diffusion solvers against baselines on the test data.
+"""`recon benchmark --preset quick|targets|full --out DIR`: diffusion solvers against baselines on the test data.
 
 Writes ``DIR/REPORT.md`` (tables, pass/fail targets, embedded figures), ``DIR/results.json`` and the PNG
-figures. ``quick`` runs in minutes on a laptop CPU; ``full`` is meant for a GPU or a long run.
+figures. ``quick`` runs in minutes on a laptop CPU, ``targets`` in about an hour; ``full`` is meant for a GPU
+or a long run.
 """
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -44,28 +45,26 @@ class _Networks:
         self.unets: dict[str, Any] = {}
 
     def prior(self, modality: str, shape: tuple[int, ...]) -> Any:
-        if modality not in self.priors:
-            name = getattr(self.args, f"{modality}_prior")
-            try:
-                from priors.registry import load
-                self.priors[modality] = load(name, device=self.args.device)
-            except (ImportError, OSError, ValueError, KeyError) as e:
-                self.notes.append(f"{modality.upper()} prior '{name}' could not be loaded ({type(e).__name__}: {e}); "
-                                  "posterior methods were skipped")
-                self.priors[modality] = None
-        return self.priors[modality]
+        from priors.registry import load
+        return self._cached(self.priors, modality, getattr(self.args, f"{modality}_prior"), load, "prior",
+                            "posterior methods were skipped")
 
     def unet(self, modality: str) -> Any:
-        if modality not in self.unets:
-            name = getattr(self.args, f"{modality}_unet")
+        from recon.baselines.unet import load_unet
+        return self._cached(self.unets, modality, getattr(self.args, f"{modality}_unet"), load_unet, "U-Net",
+                            "the `unet` baseline was skipped")
+
+    def _cached(self, cache: dict[str, Any], modality: str, name: str, loader: Callable[..., Any], what: str,
+                consequence: str) -> Any:
+        """`loader(name)` once per modality; on failure None and a note naming the network and the consequence."""
+        if modality not in cache:
             try:
-                from recon.baselines.unet import load_unet
-                self.unets[modality] = load_unet(name, device=self.args.device)
-            except (ImportError, OSError, ValueError, KeyError) as e:
-                self.notes.append(f"{modality.upper()} U-Net '{name}' could not be loaded ({type(e).__name__}: {e}); "
-                                  "the `unet` baseline was skipped")
-                self.unets[modality] = None
-        return self.unets[modality]
+                cache[modality] = loader(name, device=self.args.device)
+            except (OSError, ValueError, KeyError) as e:
+                self.notes.append(f"{modality.upper()} {what} '{name}' could not be loaded "
+                                  f"({type(e).__name__}: {e}); {consequence}")
+                cache[modality] = None
+        return cache[modality]
 
     def describe(self, kind: str) -> str:
         """E.g. ``MRI `brain-mri-complex` (sha256 b55322ee..., 793 training steps)``, per loaded modality."""
