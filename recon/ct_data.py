@@ -102,7 +102,38 @@ def _read_hdf5_volume(p: Path, slices: Sequence[int] | slice | None) -> CTVolume
         if not isinstance(sel, slice):
             sel = list(sel)
         hu = np.asarray(ds[sel], dtype=np.float32)
+        units = ds.attrs.get("units", f.attrs.get("units"))
+    check_hu(hu, str(p), units)
     return CTVolume(hu=hu, spacing_mm_xyz=spacing, source=str(p))
+
+
+# Air is -1000 HU and dense bone about +2000; a head or body volume spans at least soft tissue to air.
+HU_PLAUSIBLE = (-1200.0, 32767.0)
+HU_MIN_SPAN = 200.0
+
+
+def check_hu(hu: np.ndarray, source: str, units: object = None) -> None:
+    """Refuse volumes that are not finite Hounsfield units.
+
+    A ``units`` attribute, when present, must say HU. Without it the values must look like HU: inside
+    `HU_PLAUSIBLE` and spanning at least `HU_MIN_SPAN` (a volume in [0, 1] or in attenuation per mm does not).
+    """
+    if isinstance(units, bytes):
+        units = units.decode(errors="replace")
+    if units is not None and str(units).strip().upper() not in ("HU", "HOUNSFIELD", "HOUNSFIELD UNITS"):
+        raise CTFormatError(f"{source}: 'volume' has units '{units}'; reconstruct needs Hounsfield units (HU): "
+                            "convert the volume, e.g. HU = 1000 * (mu - mu_water) / mu_water")
+    finite = np.isfinite(hu)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        raise CTFormatError(f"{source}: 'volume' contains NaN or Inf (first at slice {bad[0]})")
+    if hu.size == 0:
+        raise CTFormatError(f"{source}: 'volume' is empty, shape {hu.shape}")
+    lo, hi = float(hu.min()), float(hu.max())
+    if lo < HU_PLAUSIBLE[0] or hi > HU_PLAUSIBLE[1] or hi - lo < HU_MIN_SPAN:
+        raise CTFormatError(f"{source}: 'volume' values span [{lo:.4g}, {hi:.4g}], which does not look like HU "
+                            f"(expected within [{HU_PLAUSIBLE[0]:.0f}, {HU_PLAUSIBLE[1]:.0f}] with air near -1000); "
+                            "store HU, or set the attribute units='HU' if these values are HU")
 
 
 def _read_dicom_series(p: Path) -> CTVolume:
@@ -147,6 +178,7 @@ def _read_dicom_series(p: Path) -> CTVolume:
         dz = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)))
     if not dz > 0:
         raise CTFormatError(f"{p}: slices share one position; cannot infer the slice spacing")
+    check_hu(hu, str(p))
     return CTVolume(hu=hu, spacing_mm_xyz=(col_mm, row_mm, dz), source=str(p))
 
 
@@ -265,9 +297,21 @@ def read_sinogram(path: str | os.PathLike, slices: Sequence[int] | slice | None 
         _check_sinogram(shape, geometry, str(p))
         sel = slice(None) if slices is None else (slices if isinstance(slices, slice) else list(slices))
         data = np.asarray(f["sinogram"][sel], dtype=np.float32)
+        _check_line_integrals(data, str(p))
         I0 = float(a["I0"]) if "I0" in a else None
         mu_w = float(a["mu_water_per_mm"]) if "mu_water_per_mm" in a else None
     return CTSinogram(data=data, geometry=geometry, I0=I0, mu_water_per_mm=mu_w, source=str(p))
+
+
+def _check_line_integrals(data: np.ndarray, source: str) -> None:
+    """Line integrals -ln(I/I0) are finite and, up to noise, non-negative."""
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = np.argwhere(~finite)[0]
+        raise CTFormatError(f"{source}: 'sinogram' contains NaN or Inf (first at slice {bad[0]}, view {bad[1]})")
+    if data.size and float(data.min()) < -0.05 * max(float(data.max()), 1.0):
+        raise CTFormatError(f"{source}: 'sinogram' has values down to {float(data.min()):.4g}; line integrals "
+                            "-ln(I/I0) are non-negative (is this a log-transformed sinogram?)")
 
 
 def _check_sinogram(shape: tuple[int, ...], g: CTGeometry, source: str) -> None:

@@ -10,9 +10,11 @@ The layout (fastMRI `mri_data.py`, see also ../shared/data/README.md):
 """
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import xml.etree.ElementTree as ET
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -47,9 +49,16 @@ class FastMRIHeader:
 
 def _xml_int(root: ET.Element, path: list[str], file: str) -> int:
     node = root.find("/".join(_NS + p for p in path))
+    field_name = "/".join(path)
     if node is None or node.text is None:
-        raise FastMRIFormatError(f"{file}: ismrmrd_header has no {'/'.join(path)}")
-    return int(float(node.text))
+        raise FastMRIFormatError(f"{file}: ismrmrd_header has no {field_name}")
+    try:
+        value = float(node.text)
+    except ValueError:
+        raise FastMRIFormatError(f"{file}: ismrmrd_header {field_name} is '{node.text.strip()}', not a number") from None
+    if not np.isfinite(value) or value != int(value):
+        raise FastMRIFormatError(f"{file}: ismrmrd_header {field_name} is '{node.text.strip()}', not an integer")
+    return int(value)
 
 
 def parse_header(xml: bytes | str, file: str = "<header>", phase_lines: int | None = None) -> FastMRIHeader:
@@ -65,6 +74,10 @@ def parse_header(xml: bytes | str, file: str = "<header>", phase_lines: int | No
     rec_size = tuple(_xml_int(root, rec + [a], file) for a in "xyz")
     center = _xml_int(root, lims + ["center"], file)
     maximum = _xml_int(root, lims + ["maximum"], file) + 1
+    for name, size in (("encodedSpace", enc_size), ("reconSpace", rec_size)):
+        if min(size[:2]) < 1:
+            raise FastMRIFormatError(f"{file}: ismrmrd_header encoding/{name}/matrixSize is {size[0]} x {size[1]}; "
+                                     "sizes must be positive")
     left = enc_size[1] // 2 - center
     return FastMRIHeader(enc_size, rec_size, left, left + maximum)  # type: ignore[arg-type]
 
@@ -162,6 +175,8 @@ def load_fastmri(path: str | os.PathLike) -> FastMRIVolume:
         if "kspace" not in f:
             raise FastMRIFormatError(f"{path}: no 'kspace' dataset (found: {sorted(f.keys())})")
         k = f["kspace"]
+        if not isinstance(k, h5py.Dataset):
+            raise FastMRIFormatError(f"{path}: 'kspace' is a {type(k).__name__.lower()}, not a dataset")
         if k.ndim not in (3, 4):
             raise FastMRIFormatError(
                 f"{path}: 'kspace' has rank {k.ndim} (shape {k.shape}); expected [slices, coils, readout, phase] "
@@ -176,11 +191,26 @@ def load_fastmri(path: str | os.PathLike) -> FastMRIVolume:
             raise FastMRIFormatError(f"{path}: header phase limits [{header.padding_left}, {header.padding_right}) "
                                      f"do not fit {k.shape[-1]} phase-encode lines")
         tname = next((n for n in ("reconstruction_rss", "reconstruction_esc") if n in f), None)
-        target = _LazySlices(f[tname], str(path), tname) if tname else None
+        target = _LazySlices(_check_target(f[tname], tname, k.shape, path), str(path), tname) if tname else None
         return FastMRIVolume(path, _LazySlices(k, str(path), "kspace"), target, header, dict(f.attrs), f)
     except Exception:
         f.close()
         raise
+
+
+def _check_target(d: h5py.Group | h5py.Dataset, name: str, kspace_shape: tuple[int, ...], path: Path) -> h5py.Dataset:
+    """A target dataset must be real [slices, rH, rW] with one image per k-space slice."""
+    if not isinstance(d, h5py.Dataset):
+        raise FastMRIFormatError(f"{path}: '{name}' is a {type(d).__name__.lower()}, not a dataset")
+    if not (np.issubdtype(d.dtype, np.floating) or np.issubdtype(d.dtype, np.integer)):
+        raise FastMRIFormatError(f"{path}: '{name}' has dtype {d.dtype}; expected real numbers")
+    if d.ndim != 3:
+        raise FastMRIFormatError(f"{path}: '{name}' has shape {d.shape}; expected [slices, H, W]")
+    if d.shape[0] != kspace_shape[0]:
+        raise FastMRIFormatError(f"{path}: '{name}' has {d.shape[0]} slices but 'kspace' has {kspace_shape[0]}")
+    if min(d.shape[1:]) < 1:
+        raise FastMRIFormatError(f"{path}: '{name}' has empty images, shape {d.shape}")
+    return d
 
 
 def center_crop(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
@@ -202,6 +232,15 @@ def rss_target(kspace: torch.Tensor, header: FastMRIHeader) -> torch.Tensor:
     return center_crop(rss(ifft2c(kspace)), recon_crop_shape(header))
 
 
+def _stable_rss_target(kspace: np.ndarray, header: FastMRIHeader) -> np.ndarray:
+    """`rss_target` computed at unit scale and scaled back in float64, for k-space in any units."""
+    peak = float(np.abs(kspace.astype(np.complex128)).max())
+    if not peak > 0:
+        return rss_target(torch.from_numpy(kspace.astype(np.complex64)), header).numpy()
+    unit = rss_target(torch.from_numpy((kspace.astype(np.complex128) / peak).astype(np.complex64)), header)
+    return unit.double().numpy() * peak
+
+
 def _header_xml(encoded: tuple[int, int, int], recon: tuple[int, int, int], left: int, right: int) -> str:
     center = encoded[1] // 2 - left
     maximum = right - left - 1
@@ -218,30 +257,40 @@ def _header_xml(encoded: tuple[int, int, int], recon: tuple[int, int, int], left
     )
 
 
-def atomic_h5(path: str | os.PathLike):
-    """Context manager: an h5py file written to a temporary name and renamed into place on success."""
-    return _AtomicH5(Path(path))
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path ``.NAME.XXXXXXXX.tmp<suffixes>`` beside `path`; rename it to `path` when the
+    block succeeds, delete it on any failure (including KeyboardInterrupt / SIGTERM turned into one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.chmod(tmp_path, 0o644)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
 
 
-class _AtomicH5:
-    def __init__(self, path: Path):
-        self.path = path
+@contextmanager
+def atomic_h5(path: str | os.PathLike) -> Iterator[h5py.File]:
+    """An h5py file built in memory and written to `path` through `atomic_path` when the block succeeds.
 
-    def __enter__(self) -> h5py.File:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
-        self.f = h5py.File(self.tmp, "w")
-        return self.f
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.f.close()
-        if exc_type is None:
-            os.chmod(self.tmp, 0o644)
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)
+    HDF5 never touches the disk itself: a full disk or a signal during the write raises a Python error
+    (no crash inside the HDF5 library) and leaves neither a partial file nor a temporary behind.
+    """
+    buffer = io.BytesIO()
+    f = h5py.File(buffer, "w")
+    try:
+        yield f
+    finally:
+        f.close()
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(buffer.getbuffer())
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def write_fastmri(
@@ -273,8 +322,7 @@ def write_fastmri(
     header = FastMRIHeader((ro, pe, 1), (recon_size[0], recon_size[1], 1), left, right)
     multicoil = k.ndim == 4
     if target is None and multicoil:
-        kt = torch.from_numpy(k.astype(np.complex64))
-        target = torch.stack([rss_target(kt[i], header) for i in range(k.shape[0])])
+        target = np.stack([_stable_rss_target(k[i], header) for i in range(k.shape[0])])
     tgt = None
     if target is not None:
         tgt = (target.detach().cpu().numpy() if isinstance(target, torch.Tensor) else np.asarray(target)).astype(np.float32)
@@ -292,11 +340,18 @@ def write_fastmri(
     return Path(path)
 
 
+H5_SUFFIXES = (".h5", ".hdf5")
+
+
 def iter_h5_files(inputs: list[str | os.PathLike]) -> Iterator[Path]:
-    """Expand files and directories (``*.h5`` inside, sorted) into file paths."""
+    """Expand files and directories into inputs: the ``*.h5`` / ``*.hdf5`` files inside a directory (any case,
+    sorted; sub-directories are not entered), or the directory itself when it is a DICOM series (``*.dcm``)."""
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            yield from sorted(p.glob("*.h5"))
+            found = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in H5_SUFFIXES)
+            if not found and any(q.suffix.lower() == ".dcm" for q in p.iterdir()):
+                found = [p]  # a DICOM series folder (CT)
+            yield from found
         else:
             yield p

@@ -11,28 +11,12 @@ import json
 import os
 import shutil
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from recon.io import atomic_h5
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; rename it to `path` if the block succeeds, else delete it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + "".join(path.suffixes), dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.chmod(tmp_path, 0o644)
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
+from recon.io import atomic_h5, atomic_path
 
 
 def write_json(path: Path, obj: dict[str, Any]) -> None:
@@ -81,7 +65,7 @@ def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, mea
     if first_name not in means:
         panels.append((first_name, first, "img"))
     panels += [(name, img, "img") for name, img in means.items()]
-    if reference is not None:
+    if reference is not None and primary in means:
         panels.append((f"|error| {primary}", np.abs(means[primary] - reference), "err"))
     if primary_std is not None:
         panels.append((f"std {primary}", primary_std, "std"))
@@ -130,7 +114,7 @@ def export_dicom(folder: Path, volume: np.ndarray, series_description: str, moda
     study, series = generate_uid(), generate_uid()
     now = _dt.datetime.now()
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         for i, img in enumerate(volume):
             meta = FileMetaDataset()

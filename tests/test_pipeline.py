@@ -144,7 +144,7 @@ def test_bad_inputs_one_line_nonzero_exit_nothing_written(tmp_path, capsys, mri_
     elif case == "nan":
         with h5py.File(mri_file) as f:
             k = f["kspace"][()]
-        k[0, 0, 3, 3] = np.nan
+        k[:, 0, 3, 3] = np.nan  # every slice: nothing to write (one bad slice alone is test_reliability's case)
         with h5py.File(bad, "w") as f:
             f.create_dataset("kspace", data=k)
     out = tmp_path / "out"

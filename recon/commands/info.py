@@ -32,8 +32,9 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for path in args.files:
         try:
-            print(describe(path))
-        except FastMRIFormatError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(describe(path), flush=True)
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the others
+            msg = str(e) if isinstance(e, FastMRIFormatError) else f"{path}: {e} ({type(e).__name__})"
+            print(f"error: {msg}", file=sys.stderr, flush=True)
             failed += 1
     return 1 if failed else 0

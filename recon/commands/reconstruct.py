@@ -3,6 +3,12 @@ diffusion solvers and baselines."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +16,7 @@ import torch
 
 from recon.distributed import finish, init_from_env, total
 from recon.io import iter_h5_files
+from recon.pipeline import detect_modality, report_error
 from recon.methods import POSTERIOR_METHODS, MethodError, MethodSettings, check_methods
 from recon.ct_problem import CTSpec
 from recon.problem import MaskSpec
@@ -22,12 +29,17 @@ class UsageError(ValueError):
     """A command-line setting that cannot work, found before any file is touched."""
 
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", help="fastMRI .h5 files, CT volumes / sinogram files, or directories of them")
     p.add_argument("--out", required=True, type=Path, help="output directory")
     p.add_argument("--solver", default="dds", help="comma-separated: " + ",".join(
         ["dds", "projection", "score-ald", "dps", "ccdf", "unet", "sense", "l1-wavelet", "tv", "zero-filled",
          "fbp", "sirt"]))
+    p.add_argument("--primary", default=None, help="the method stored as 'reconstruction'/'mean' and shown with its "
+                   "error and std (default: the first of --solver)")
     p.add_argument("--modality", choices=["auto", "mri", "ct"], default="auto",
                    help="detected from each file's content by default")
     p.add_argument("--prior", default=None, help="bundled prior name or checkpoint path "
@@ -43,7 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--views", type=int, default=60, help="CT: projection views simulated from HU volumes")
     p.add_argument("--arc", type=float, default=180.0, help="CT: angular range in degrees (< 180: limited angle)")
     p.add_argument("--I0", type=float, default=None, help="CT: incident photons per bin (Poisson noise)")
-    p.add_argument("--maps", type=int, default=1, help="ESPIRiT map sets (2 for reduced FOV with wrap-around)")
+    p.add_argument("--maps", default="auto", help="ESPIRiT map sets: auto (chosen from the data), 1 or 2 "
+                   "(2 for reduced fields of view with wrap-around)")
+    p.add_argument("--noise-std", default="auto", help="MRI k-space noise std per real/imag part, in the file's "
+                   "units: auto (estimated from the data), a value, or 0 (noiseless)")
     p.add_argument("--samples", type=int, default=8, help="posterior samples per slice")
     p.add_argument("--nfe", type=int, default=None, help="network evaluations (default: each solver's)")
     p.add_argument("--seed", type=int, default=0)
@@ -66,19 +81,60 @@ def parse_slices(text: str | None) -> tuple[int | None, int | None] | None:
         raise UsageError(f"--slices must look like A:B, got '{text}'") from None
 
 
+def parse_maps(text: str) -> int | None:
+    """``auto`` -> None, else a positive integer."""
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        raise UsageError(f"--maps must be auto or a positive integer, got '{text}'") from None
+    if n < 1:
+        raise UsageError(f"--maps must be auto or a positive integer, got {n}")
+    return n
+
+
+def parse_noise_std(text: str) -> float | None:
+    """``auto`` -> None, else a finite number >= 0."""
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"--noise-std must be auto or a number >= 0, got '{text}'") from None
+    if not math.isfinite(value) or value < 0:
+        raise UsageError(f"--noise-std must be auto or a finite number >= 0, got {text}")
+    return value
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    if args.views < 1:
+        raise UsageError(f"--views must be >= 1, got {args.views}")
+    if not (math.isfinite(args.accel) and args.accel > 1):
+        raise UsageError(f"--accel must be > 1, got {args.accel}")
+    if args.center_fraction is not None and not 0 < args.center_fraction < 1:
+        raise UsageError(f"--center-fraction must be in (0, 1), got {args.center_fraction}")
+    if args.samples < 1:
+        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    if args.nfe is not None and args.nfe < 1:
+        raise UsageError(f"--nfe must be >= 1, got {args.nfe}")
+    if not 0 < args.arc <= 360:
+        raise UsageError(f"--arc must be in (0, 360] degrees, got {args.arc}")
+    if args.I0 is not None and not (math.isfinite(args.I0) and args.I0 > 0):
+        raise UsageError(f"--I0 must be a positive photon count, got {args.I0}")
+
+
 def build_config(args: argparse.Namespace):
     from recon.pipeline import ReconstructConfig
 
     try:
         methods = check_methods(args.solver.split(","), args.modality)
+        primary = check_methods([args.primary], args.modality)[0] if args.primary else None
     except MethodError as e:
         raise UsageError(str(e)) from None
-    if args.views < 1:
-        raise UsageError(f"--views must be >= 1, got {args.views}")
-    if not args.accel > 1:
-        raise UsageError(f"--accel must be > 1, got {args.accel}")
-    if args.samples < 1:
-        raise UsageError(f"--samples must be >= 1, got {args.samples}")
+    if primary is not None and primary not in methods:
+        raise UsageError(f"--primary {args.primary} is not one of --solver {args.solver}")
+    _check_numbers(args)
     exports = tuple(e for e in args.export.split(",") if e)
     bad = [e for e in exports if e not in ("nifti", "dicom")]
     if bad:
@@ -86,11 +142,26 @@ def build_config(args: argparse.Namespace):
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
     cf = args.center_fraction if args.center_fraction is not None else (0.08 if args.accel <= 4 else 0.04)
-    return ReconstructConfig(
+    cfg = ReconstructConfig(
         solvers=methods, mask=MaskSpec(args.mask, args.accel, cf, args.seed),
         ct=CTSpec(args.views, args.arc, args.I0, args.seed), slices=parse_slices(args.slices),
-        device=args.device, n_maps=args.maps, save_samples=args.save_samples, save_maps=args.save_maps,
-        export=exports, quiet=args.quiet, prior_name=args.prior or "")
+        device=args.device, n_maps=parse_maps(args.maps), noise_std=parse_noise_std(args.noise_std),
+        primary=primary, save_samples=args.save_samples, save_maps=args.save_maps, export=exports,
+        quiet=args.quiet, prior_name=args.prior or "")
+    cfg.settings_hash = settings_hash(args, cfg)
+    return cfg
+
+
+def settings_hash(args: argparse.Namespace, cfg) -> str:
+    """sha256 (16 hex digits) of every setting that changes what is written for a file."""
+    from recon.pipeline import VERSION
+
+    record = {"solvers": cfg.solvers, "primary": cfg.primary, "mask": dataclasses.asdict(cfg.mask),
+              "ct": dataclasses.asdict(cfg.ct), "slices": cfg.slices, "n_maps": cfg.n_maps, "noise_std": cfg.noise_std,
+              "samples": args.samples, "nfe": args.nfe, "prior": args.prior, "prior_family": args.prior_family,
+              "prior_config": args.prior_config, "unet": args.unet, "modality": args.modality,
+              "save_samples": cfg.save_samples, "save_maps": cfg.save_maps, "export": cfg.export, "version": VERSION}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def load_prior(name: str, family: str | None, config: str | None, device: str):
@@ -102,8 +173,18 @@ def load_prior(name: str, family: str | None, config: str | None, device: str):
     return load(name, device=device)
 
 
+def check_fit(args: argparse.Namespace, cfg, modality: str) -> None:
+    """Raise MethodError when this file's modality does not fit --modality or the chosen methods."""
+    if args.modality != "auto" and modality != args.modality:
+        raise MethodError(f"holds {modality.upper()} data, but --modality {args.modality} was given")
+    try:
+        check_methods(cfg.solvers, modality)
+    except MethodError as e:
+        raise MethodError(f"holds {modality.upper()} data: {e}") from None
+
+
 class SettingsCache:
-    """Method settings per modality, loading each prior / U-Net once, on first use."""
+    """Method settings per modality, loading each prior / U-Net once (`preload` before any work)."""
 
     def __init__(self, args: argparse.Namespace, cfg):
         self.args, self.cfg = args, cfg
@@ -116,12 +197,6 @@ class SettingsCache:
 
     def _load(self, modality: str) -> MethodSettings:
         a, cfg = self.args, self.cfg
-        if a.modality != "auto" and modality != a.modality:
-            raise UsageError(f"--modality {a.modality} given, but this input holds {modality} data")
-        try:
-            check_methods(cfg.solvers, modality)
-        except MethodError as e:
-            raise UsageError(str(e)) from None
         prior = None
         if any(m in POSTERIOR_METHODS for m in cfg.solvers):
             try:
@@ -143,8 +218,55 @@ class SettingsCache:
                               progress=not a.quiet)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: temporaries are removed on the way out."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    def handler(signum, frame):
+        raise Terminated()
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def collect_inputs(items: list[str], rank) -> tuple[list[Path], int]:
+    """Files to reconstruct, and how many inputs were missing (reported once, by rank 0)."""
+    files: list[Path] = []
+    missing = 0
+    for item in items:
+        p = Path(item)
+        if not p.exists():
+            if rank.rank == 0:
+                report_error(item, "no such file or directory")
+            missing += 1
+            continue
+        found = list(iter_h5_files([p]))
+        if p.is_dir() and not found and rank.rank == 0:
+            print(f"warning: {p}: no .h5 / .hdf5 files (nor a DICOM series) in this directory", file=sys.stderr)
+        files.extend(found)
+    return files, missing
+
+
 def run(args: argparse.Namespace) -> int:
-    from recon.pipeline import is_complete, reconstruct_file, report_error
+    try:
+        with _sigterm_as_interrupt():
+            return _run(args)
+    except KeyboardInterrupt as e:
+        print(f"{'terminated' if isinstance(e, Terminated) else 'interrupted'}: unfinished outputs were removed; "
+              "run the same command again to resume (finished files are skipped)", file=sys.stderr)
+        return 143 if isinstance(e, Terminated) else 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from recon.outdir import OutputPathError, check_paths, check_writable
 
     try:
         cfg = build_config(args)
@@ -152,43 +274,94 @@ def run(args: argparse.Namespace) -> int:
         cfg.device = rank.device(cfg.device)
     except (UsageError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    files, failed = collect_inputs(args.inputs, rank)
+    if not files:
+        print("error: no input files to reconstruct", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        check_paths(files, args.out)
+        check_writable(args.out)
+    except OutputPathError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     settings_for = SettingsCache(args, cfg)
-    failed = 0
-    files: list[Path] = []
-    for item in args.inputs:
-        if Path(item).exists():
-            files.extend(iter_h5_files([item]))
-        elif rank.rank == 0:  # every rank sees the same inputs; one reports
-            report_error(item, FileNotFoundError("no such file or directory"))
-            failed += 1
+    todo: list[tuple[Path, str]] = []
     for path in rank.shard(files):
-        if not args.overwrite and is_complete(args.out, path.stem):
-            if not args.quiet:
-                print(f"skip (complete): {path}", flush=True)
-            continue
         try:
-            summary = reconstruct_file(path, cfg, settings_for, args.out)
-        except UsageError as e:  # a setting that fits no input of this kind: stop here
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        except (ValueError, OSError, RuntimeError) as e:
+            modality = detect_modality(path)
+            check_fit(args, cfg, modality)
+        except Exception as e:  # noqa: BLE001 - per-file problem, the batch goes on
             report_error(path, e)
             failed += 1
             continue
-        if not args.quiet:
-            _print_summary(summary, args.out / f"{path.stem}.json")
+        todo.append((path, modality))
+    try:  # load every prior and U-Net needed before any work: a bad --prior stops here
+        for modality in dict.fromkeys(m for _, m in todo):
+            settings_for(modality)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    for path, modality in todo:
+        failed += _process(path, modality, args, cfg, settings_for)
     failed = total(rank, failed)
     finish(rank)
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _process(path: Path, modality: str, args: argparse.Namespace, cfg, settings_for) -> int:
+    """Reconstruct one file under its output lock; returns 1 when anything failed, else 0."""
+    from recon.outdir import OutputLock, remove_stale_temporaries
+    from recon.pipeline import completed_state, reconstruct_file, source_record
+
+    name = path.stem
+    lock = OutputLock(args.out, name)
+    if not lock.acquire():
+        print(f"skip (in progress in another run): {path}", flush=True)
+        return 0
+    with lock:
+        remove_stale_temporaries(args.out, name)
+        state = completed_state(args.out, name, source_record(path), cfg.settings_hash)
+        if state == "other-source" and not args.overwrite:
+            report_error(path, f"{args.out / name}.json holds the results of another input named {path.name}; "
+                               "use another --out (or --overwrite to replace them)")
+            return 1
+        if state == "complete" and not args.overwrite:
+            if not args.quiet:
+                print(f"skip (complete): {path}", flush=True)
+            return 0
+        if state == "settings":
+            print(f"recompute (the settings or the input changed since {name}.json was written): {path}", flush=True)
+        try:
+            summary = reconstruct_file(path, cfg, settings_for, args.out, modality)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - one bad file must not stop the batch
+            report_error(path, e)
+            return 1
+    for i, msg in summary.get("failed_slices", {}).items():
+        report_error(path, f"slice {i}: {msg}")
+    for m, entry in summary["solvers"].items():
+        for i, msg in entry.get("failed_slices", {}).items():
+            report_error(path, f"{m}: slice {i}: {msg}")
+    for msg in summary.get("warnings", []):
+        print(f"warning: {path}: {msg}", file=sys.stderr, flush=True)
+    if not args.quiet:
+        _print_summary(summary, args.out / f"{name}.json")
+    return 0 if summary["status"] == "ok" else 1
 
 
 def _print_summary(summary: dict, json_path: Path) -> None:
     """A few lines per file, written at once (ranks of a torchrun share the terminal)."""
     setting = (f"R={summary['acceleration']:.2f} ({summary['mask']})" if summary["modality"] == "mri"
                else f"{summary['views']} views")
+    if summary.get("noise_std") is not None:
+        setting += f"  noise std {summary['noise_std']:.3g}"
     lines = [f"{summary['file']}: {setting}  -> {json_path}"]
     for name, s in summary["solvers"].items():
+        if s.get("error") is not None:
+            lines.append(f"  {name:12s} FAILED: {s['error']}")
+            continue
         psnr = "   n/a" if s["psnr"] is None else f"{s['psnr']:6.2f}"
         ssim = "  n/a" if s["ssim"] is None else f"{s['ssim']:.3f}"
         std = "" if s["mean_std"] is None else f"  mean std {s['mean_std']:.4g}"
