@@ -174,7 +174,7 @@ def test_demo_runs_on_the_bundled_sample(tmp_path, capsys):
     rc = cli(["demo", "--out", str(tmp_path), "--fast", "--quiet"])
     assert rc == 0
     s = json.loads((tmp_path / "brainweb_subject51_t1w.json").read_text())
-    assert set(s["solvers"]) == {"zero-filled", "dds", "unet"}
+    assert set(s["solvers"]) == {"zero-filled", "dds", "unet", "l1-wavelet"}
     assert all(np.isfinite(v["psnr"]) for v in s["solvers"].values())
     assert np.isfinite(s["solvers"]["dds"]["mean_std"]) and s["solvers"]["dds"]["nfe"] == 5
     assert "demo finished" in capsys.readouterr().out
