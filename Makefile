@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "$(TORCH_SPEC)" || $(BIN)/pip install --quiet torch
 	$(BIN)/pip install --quiet -e ".[test]"
+	# fastMRI's own evaluate.py, for the compatibility test of `recon evaluate` (its heavy deps are not needed)
+	$(BIN)/pip install --quiet --no-deps "fastmri==0.3.0" "runstats==2.0.0"
 	touch $@
 
 setup: $(VENV)/.installed

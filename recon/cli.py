@@ -9,6 +9,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("recon.commands.info", "describe a fastMRI file: shape, coils, sizes, sampling"),
     "reconstruct": ("recon.commands.reconstruct", "reconstruct fastMRI files: posterior mean, uncertainty, baselines"),
+    "evaluate": ("recon.commands.evaluate", "fastMRI metrics of a predictions directory against target files"),
     "demo": ("recon.commands.demo", "reconstruct the bundled sample (the embedded default)"),
     "benchmark": ("recon.commands.benchmark", "solvers vs baselines across masks, accelerations and NFE: REPORT.md"),
     "priors": ("recon.commands.priors", "list the bundled priors and U-Net baselines"),

@@ -33,8 +33,9 @@ def _json_default(o: Any) -> Any:
 
 
 def write_result_h5(path: Path, datasets: dict[str, np.ndarray | None], groups: dict[str, dict[str, np.ndarray]],
-                    attrs: dict[str, Any]) -> None:
-    """Top-level datasets, one group per solver (``solvers/NAME/{mean,std,samples}``), and attributes."""
+                    attrs: dict[str, Any], group_attrs: dict[str, dict[str, Any]] | None = None) -> None:
+    """Top-level datasets, one group per solver (``solvers/NAME/{mean,std,samples}``), and attributes
+    (of the file, and per group in `group_attrs`)."""
     with atomic_h5(path) as f:
         for name, data in datasets.items():
             if data is not None:
@@ -44,8 +45,13 @@ def write_result_h5(path: Path, datasets: dict[str, np.ndarray | None], groups: 
             for name, data in members.items():
                 if data is not None:
                     g.create_dataset(name, data=data, compression="gzip", compression_opts=4)
-        for k, v in attrs.items():
-            f.attrs[k] = v if isinstance(v, (int, float, str, np.number)) else json.dumps(v, default=_json_default)
+            _set_attrs(g, (group_attrs or {}).get(gname, {}))
+        _set_attrs(f, attrs)
+
+
+def _set_attrs(obj: Any, attrs: dict[str, Any]) -> None:
+    for k, v in attrs.items():
+        obj.attrs[k] = v if isinstance(v, (int, float, str, np.number)) else json.dumps(v, default=_json_default)
 
 
 def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, means: dict[str, np.ndarray],

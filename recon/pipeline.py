@@ -502,7 +502,8 @@ def write_outputs(out_dir: Path, cfg: ReconstructConfig, summary: dict[str, Any]
              **{("mask_kind" if k == "mask" else k): _attr(v) for k, v in result.info.items()
                 if k not in ("noise_std",)}}
     check_free_space(out_dir, _estimated_bytes(datasets, groups), str(paths["h5"]))
-    write_result_h5(paths["h5"], datasets, groups, attrs)
+    group_attrs = {f"solvers/{m}": {"slices": json.dumps(done[m].slices)} for m in means}
+    write_result_h5(paths["h5"], datasets, groups, attrs, group_attrs)
     _write_figure(paths["png"], result, means, stds, primary)
     if primary is not None:
         _write_exports(out_dir, cfg, result, means[primary], stds.get(primary), primary)
