@@ -55,8 +55,10 @@ def _set_attrs(obj: Any, attrs: dict[str, Any]) -> None:
 
 
 def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, means: dict[str, np.ndarray],
-                primary_std: np.ndarray | None, primary: str, title: str, first_name: str = "zero-filled") -> None:
-    """reference | zero-filled (or FBP) | each method's mean | |error| of the primary method | its std.
+                primary_std: np.ndarray | None, primary: str, title: str, first_name: str = "zero-filled",
+                interval_width: np.ndarray | None = None) -> None:
+    """reference | zero-filled (or FBP) | each method's mean | |error| of the primary method | its std |
+    its 95% interval width.
 
     Images share one intensity window (0 to the 99.5th percentile of the reference, or of `first`);
     the error uses the same window scaled by 0.25; std has its own colour bar.
@@ -75,6 +77,8 @@ def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, mea
         panels.append((f"|error| {primary}", np.abs(means[primary] - reference), "err"))
     if primary_std is not None:
         panels.append((f"std {primary}", primary_std, "std"))
+    if interval_width is not None:
+        panels.append((f"95% interval width {primary}", interval_width, "std"))
     vmax = float(np.percentile(reference if reference is not None else first, 99.5)) or 1.0
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
     for ax, (name, img, kind) in zip(axes[0], panels):

@@ -182,6 +182,7 @@ class VolumeResult:
     n_slices_file: int = 0
     slice_errors: dict[int, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    intervals: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]] = field(default_factory=dict)
 
     def rows(self, slices: list[int]) -> list[int]:
         """Row indices of `slices` in this result's arrays."""
@@ -444,6 +445,11 @@ def summarise(path: Path, cfg: ReconstructConfig, result: VolumeResult) -> dict[
                           "mean_std": float(np.mean(r.stds)) if r.stds else None})
             if r.slices != result.slices:
                 entry["slices"] = r.slices
+            if m in result.intervals:
+                record = result.intervals[m][2]
+                entry["coverage_95"] = record.get("coverage_95")
+                entry["mean_interval_width"] = record["mean_interval_width"]
+                entry["interval"] = {k: v for k, v in record.items() if k not in ("coverage_95", "mean_interval_width")}
         else:
             entry.update({"psnr": None, "ssim": None, "nmse": None, "nfe": r.nfe, "mean_std": None})
         if r.errors:
@@ -488,7 +494,10 @@ def write_outputs(out_dir: Path, cfg: ReconstructConfig, summary: dict[str, Any]
     means = {m: f32(np.stack(r.means)) for m, r in done.items()}
     stds = {m: f32(np.stack(r.stds)) for m, r in done.items() if r.stds}
     samples = {m: f32(np.stack(r.samples)) for m, r in done.items() if r.samples}  # [slices, N, H, W]
-    groups = {f"solvers/{m}": {"mean": means[m], "std": stds.get(m), "samples": samples.get(m)} for m in means}
+    groups = {f"solvers/{m}": {"mean": means[m], "std": stds.get(m), "samples": samples.get(m),
+                               "lower_95": f32(result.intervals[m][0]) if m in result.intervals else None,
+                               "upper_95": f32(result.intervals[m][1]) if m in result.intervals else None}
+              for m in means}
     init_name, init = result.initial
     datasets = {"reconstruction": means.get(primary), "mean": means.get(primary), "std": stds.get(primary),
                 "samples": samples.get(primary), init_name: f32(init),
@@ -501,6 +510,7 @@ def write_outputs(out_dir: Path, cfg: ReconstructConfig, summary: dict[str, Any]
              "noise_std": summary.get("noise_std") if summary.get("noise_std") is not None else "",
              **{("mask_kind" if k == "mask" else k): _attr(v) for k, v in result.info.items()
                 if k not in ("noise_std",)}}
+    out_dir.mkdir(parents=True, exist_ok=True)
     check_free_space(out_dir, _estimated_bytes(datasets, groups), str(paths["h5"]))
     group_attrs = {f"solvers/{m}": {"slices": json.dumps(done[m].slices)} for m in means}
     write_result_h5(paths["h5"], datasets, groups, attrs, group_attrs)
@@ -537,7 +547,12 @@ def _write_figure(path: Path, result: VolumeResult, means: dict[str, np.ndarray]
         first = init[mid]
         title = f"{result.name}  slice {s_mid}  R={result.info['acceleration']:.1f} ({result.info['mask']})"
     std = stds[shown_primary][row[shown_primary]] if shown_primary in stds else None
-    write_panel(path, ref, first, show, std, shown_primary or "", title, first_name=init_name.replace("_", "-"))
+    width = None
+    if shown_primary in result.intervals:
+        lower, upper, _ = result.intervals[shown_primary]
+        width = upper[row[shown_primary]] - lower[row[shown_primary]]
+    write_panel(path, ref, first, show, std, shown_primary or "", title, first_name=init_name.replace("_", "-"),
+                interval_width=width)
 
 
 def _write_exports(out_dir: Path, cfg: ReconstructConfig, result: VolumeResult, mean: np.ndarray,
@@ -555,6 +570,25 @@ def _write_exports(out_dir: Path, cfg: ReconstructConfig, result: VolumeResult, 
             export_dicom(out_dir / f"{result.name}_std_dicom", std, f"{primary} posterior std", modality)
 
 
+def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05) -> None:
+    """95% intervals (`recon.intervals`) for every method with a std, calibrated by the prior's table."""
+    from recon import intervals
+
+    for m, r in result.methods.items():
+        if not (r.means and r.stds):
+            continue
+        mean, std = np.stack(r.means), np.stack(r.stds)
+        rel = float(np.median(intervals.relative_std(mean, std)))
+        lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel)
+        lower, upper = intervals.interval(mean, std, lam, magnitude=result.modality == "mri")
+        record["relative_std"] = rel
+        if result.reference is not None:
+            ref = result.reference[result.rows(r.slices)]
+            record["coverage_95"] = intervals.coverage(mean, std, ref, lam)
+        record["mean_interval_width"] = float((upper - lower)[intervals.object_mask(mean)].mean())
+        result.intervals[m] = (lower, upper, record)
+
+
 def reconstruct_file(path: Path, cfg: ReconstructConfig, settings_for: Callable[[str], MethodSettings],
                      out_dir: Path, modality: str | None = None) -> dict[str, Any]:
     """Reconstruct one input (modality detected from its content unless given) and write its outputs.
@@ -565,6 +599,7 @@ def reconstruct_file(path: Path, cfg: ReconstructConfig, settings_for: Callable[
     modality = modality or detect_modality(path)
     settings = settings_for(modality)
     result = run_mri_file(path, cfg, settings) if modality == "mri" else run_ct_file(path, cfg, settings)
+    add_intervals(result, settings.intervals)
     summary = summarise(path, cfg, result)
     write_outputs(out_dir, cfg, summary, result)
     return summary

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from recon.distributed import finish, init_from_env, total
+from recon.intervals import load_table
 from recon.io import iter_h5_files
 from recon.pipeline import detect_modality, report_error
 from recon.methods import POSTERIOR_METHODS, MethodError, MethodSettings, check_methods
@@ -197,10 +198,12 @@ class SettingsCache:
 
     def _load(self, modality: str) -> MethodSettings:
         a, cfg = self.args, self.cfg
-        prior = None
+        prior = table = None
         if any(m in POSTERIOR_METHODS for m in cfg.solvers):
+            name = a.prior or DEFAULT_PRIOR[modality]
             try:
-                prior = load_prior(a.prior or DEFAULT_PRIOR[modality], a.prior_family, a.prior_config, cfg.device)
+                prior = load_prior(name, a.prior_family, a.prior_config, cfg.device)
+                table = load_table(name)
             except (KeyError, ValueError, OSError) as e:
                 raise UsageError(str(e).strip("'\"")) from None
             want = "complex" if modality == "mri" else "real"
@@ -215,7 +218,7 @@ class SettingsCache:
             except (KeyError, ValueError, OSError) as e:
                 raise UsageError(str(e).strip("'\"")) from None
         return MethodSettings(prior=prior, n_samples=a.samples, nfe=a.nfe, seed=a.seed, unet=unet,
-                              progress=not a.quiet)
+                              progress=not a.quiet, intervals=table)
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,0 +1,232 @@
+"""Calibrated per-pixel intervals from a posterior's mean and std, with a distribution-free guarantee.
+
+The interval of a pixel is ``[m - lam * s, m + lam * s]`` on the magnitude (MRI, lower end clipped at 0)
+or on the values (CT), where ``m`` is the posterior mean, ``s = std + 0.1 * mean_object_std`` (the
+floor keeps pixels whose samples agree from getting a zero-width interval; `solvers.posterior.widened_std`),
+and ``lam`` is fitted on validation data. The loss of an image is the fraction of its object pixels outside their interval,
+``L_i(lam)``, non-increasing in ``lam`` and bounded by 1.
+
+Two ways to pick ``lam`` from n calibration images (slices):
+
+* **Conformal risk control** (Angelopoulos, Bates, Fisch, Lei & Schuster, "Conformal risk control", 2022):
+  ``lam = inf{lam : n/(n+1) * mean_i L_i(lam) + 1/(n+1) <= alpha}``; on a new exchangeable image the
+  *expected* fraction of uncovered object pixels is <= alpha. This is the default: it works with the tens
+  of validation slices we have.
+* **RCPS** (Bates, Angelopoulos, Lei, Malik & Jordan, "Distribution-free, risk-controlling prediction sets",
+  2021; applied to image-to-image regression by Angelopoulos et al., ICML 2022): the smallest ``lam`` whose
+  Hoeffding upper confidence bound ``mean_i L_i(lam) + sqrt(log(1/delta) / (2n))`` stays below alpha; with
+  probability >= 1 - delta over the calibration set the risk is <= alpha. It needs n >~ log(1/delta) /
+  (2 alpha^2) images (about 460 for alpha = 0.05, delta = 0.1) before it is feasible; with fewer it returns
+  None and the table records that.
+
+Tables are JSON files beside each prior (``priors/weights/NAME.calibration.json``): one entry per method
+and setting (modality, acceleration band), with the data it was fitted on.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from solvers import posterior
+
+LAMBDA_GRID = np.round(np.arange(0.0, 30.0 + 1e-9, 0.01), 2)
+ACCEL_BANDS = ((0.0, 5.0, "R<=5"), (5.0, 1e9, "R>5"))
+
+
+def accel_band(acceleration: float | None) -> str:
+    """The acceleration band of a setting ("R<=5" or "R>5"); CT uses "ct"."""
+    if acceleration is None:
+        return "ct"
+    return next(name for lo, hi, name in ACCEL_BANDS if lo < acceleration <= hi)
+
+
+def _t(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+
+
+def object_mask(image: np.ndarray) -> np.ndarray:
+    """bool [..., H, W]: pixels at least OBJECT_LEVEL of their slice's maximum (`solvers.posterior.object_mask`)."""
+    return posterior.object_mask(_t(image)).numpy()
+
+
+def widened_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``std + FLOOR * (mean std over the object of each slice)`` [..., H, W] (`solvers.posterior.widened_std`)."""
+    return posterior.widened_std(_t(mean), _t(std)).numpy()
+
+
+def interval(mean: np.ndarray, std: np.ndarray, lam: float, magnitude: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) [..., H, W] for display-unit `mean` and `std` (magnitude images clip the lower end at 0)."""
+    lower, upper = posterior.interval_bounds(_t(mean), _t(std), lam, magnitude)
+    return lower.numpy(), upper.numpy()
+
+
+def losses(mean: np.ndarray, std: np.ndarray, reference: np.ndarray, grid: np.ndarray = LAMBDA_GRID) -> np.ndarray:
+    """Fraction of object pixels (of the reference) outside the interval, per slice and lambda: [S, len(grid)]."""
+    mean, std, reference = (np.asarray(a, dtype=np.float64).reshape(-1, *np.shape(a)[-2:]) for a in (mean, std, reference))
+    score = np.abs(reference - mean) / np.maximum(widened_std(mean, std), 1e-30)
+    obj = object_mask(reference)
+    out = np.empty((mean.shape[0], len(grid)))
+    for i in range(mean.shape[0]):
+        s = np.sort(score[i][obj[i]])
+        n = max(len(s), 1)
+        out[i] = 1.0 - np.searchsorted(s, grid, side="right") / n   # fraction with score > lam
+    return out
+
+
+def crc_lambda(loss: np.ndarray, alpha: float, grid: np.ndarray = LAMBDA_GRID) -> float:
+    """Conformal risk control: the smallest grid lambda with n/(n+1) mean L + 1/(n+1) <= alpha."""
+    n = loss.shape[0]
+    bound = n / (n + 1) * loss.mean(0) + 1.0 / (n + 1)
+    ok = np.flatnonzero(bound <= alpha)
+    return float(grid[ok[0]]) if len(ok) else float("inf")
+
+
+def rcps_lambda(loss: np.ndarray, alpha: float, delta: float, grid: np.ndarray = LAMBDA_GRID) -> float | None:
+    """RCPS with the Hoeffding bound: the smallest lambda such that the UCB is < alpha for it and every larger
+    grid value; None when no lambda qualifies (too few calibration images)."""
+    n = loss.shape[0]
+    ucb = loss.mean(0) + math.sqrt(math.log(1.0 / delta) / (2 * n))
+    bad = np.flatnonzero(ucb >= alpha)
+    if len(bad) == 0:
+        return float(grid[0])
+    if bad[-1] + 1 >= len(grid):
+        return None
+    return float(grid[bad[-1] + 1])
+
+
+def coverage(mean: np.ndarray, std: np.ndarray, reference: np.ndarray, lam: float) -> float:
+    """Fraction of the reference's object pixels inside the interval (all slices pooled)."""
+    mean, std, reference = (np.asarray(a, dtype=np.float64) for a in (mean, std, reference))
+    half = lam * widened_std(mean, std)
+    obj = object_mask(reference)
+    inside = np.abs(reference - mean) <= half
+    return float(inside[obj].mean())
+
+
+@dataclass
+class CalibrationEntry:
+    """One fitted setting: which lambda, from which data, and how it was chosen."""
+
+    method: str
+    modality: str
+    band: str
+    lam: float
+    alpha: float
+    rule: str                                   # "crc" or "rcps"
+    n_images: int
+    lam_rcps: float | None = None
+    delta: float = 0.1
+    validation_coverage: float | None = None
+    data: str = ""
+    rel_std_range: tuple[float, float] | None = None   # 5th-95th percentile of relative_std over the images
+
+
+@dataclass
+class CalibrationTable:
+    """Entries for one prior; `lookup` finds the entry for a method and setting."""
+
+    prior: str
+    entries: list[CalibrationEntry] = field(default_factory=list)
+    notes: str = ""
+
+    def lookup(self, method: str, modality: str, acceleration: float | None) -> CalibrationEntry | None:
+        band = accel_band(acceleration) if modality == "mri" else "ct"
+        return next((e for e in self.entries if e.method == method and e.modality == modality and e.band == band),
+                    None)
+
+    def save(self, path: Path) -> None:
+        from recon.io import atomic_path
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps({"prior": self.prior, "notes": self.notes,
+                                       "entries": [asdict(e) for e in self.entries]}, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "CalibrationTable":
+        d = json.loads(Path(path).read_text())
+        return cls(d["prior"], [CalibrationEntry(**e) for e in d["entries"]], d.get("notes", ""))
+
+
+def relative_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Per slice: mean std over the object / the slice's 99th percentile of |mean|, [S] (a scale-free
+    summary that tells calibration data from data unlike them)."""
+    mean, std = np.abs(np.asarray(mean, dtype=np.float64)), np.asarray(std, dtype=np.float64)
+    mean, std = mean.reshape(-1, *mean.shape[-2:]), std.reshape(-1, *std.shape[-2:])
+    obj = object_mask(mean)
+    out = []
+    for m, s, o in zip(mean, std, obj):
+        out.append(float(s[o].mean() / max(np.percentile(m, 99), 1e-30)) if o.any() else 0.0)
+    return np.asarray(out)
+
+
+def table_path(prior_name: str) -> Path:
+    """Where a prior's table lives: ``priors/weights/NAME.calibration.json`` for a bundled prior, or
+    ``CHECKPOINT.calibration.json`` beside a checkpoint file."""
+    from priors.registry import WEIGHTS_DIR
+    p = Path(prior_name)
+    if p.suffix:
+        return p.with_suffix(".calibration.json")
+    return WEIGHTS_DIR / f"{prior_name}.calibration.json"
+
+
+def load_table(prior_name: str) -> CalibrationTable | None:
+    """The prior's table, or None when it has none."""
+    path = table_path(prior_name)
+    return CalibrationTable.load(path) if path.exists() else None
+
+
+def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.ndarray, reference: np.ndarray,
+              alpha: float = 0.05, delta: float = 0.1, data: str = "") -> CalibrationEntry:
+    """Fit lambda on calibration slices (display-unit mean/std/reference [S, H, W])."""
+    loss = losses(mean, std, reference)
+    lam = crc_lambda(loss, alpha)
+    if not math.isfinite(lam):
+        raise ValueError(f"{method} {modality} {band}: no lambda up to {LAMBDA_GRID[-1]} reaches alpha = {alpha} "
+                         f"with {loss.shape[0]} calibration images")
+    rel = relative_std(mean, std)
+    return CalibrationEntry(method, modality, band, lam, alpha, "crc", loss.shape[0],
+                            rcps_lambda(loss, alpha, delta), delta, coverage(mean, std, reference, lam), data,
+                            (float(np.percentile(rel, 5)), float(np.percentile(rel, 95))))
+
+
+def gaussian_lambda(alpha: float) -> float:
+    """The uncalibrated fallback: the two-sided Gaussian quantile (1.96 for alpha = 0.05)."""
+    from statistics import NormalDist
+    return NormalDist().inv_cdf(1 - alpha / 2)
+
+
+def choose_lambda(table: CalibrationTable | None, method: str, modality: str, acceleration: float | None,
+                  alpha: float = 0.05, rel_std: float | None = None) -> tuple[float, dict[str, Any]]:
+    """Lambda for a reconstruction and a record of where it came from.
+
+    A matching table entry with the same alpha is used ("calibrated"), unless `rel_std` (the data's
+    `relative_std`, median over slices) lies outside half to twice the range seen in calibration: then it is
+    still used but flagged uncalibrated (data unlike the calibration set). Without an entry: the largest lambda
+    the table holds for this method and modality (the most conservative calibrated value), else the Gaussian
+    quantile; both flagged "uncalibrated" with the reason.
+    """
+    entry = table.lookup(method, modality, acceleration) if table else None
+    if entry is not None and abs(entry.alpha - alpha) < 1e-12:
+        rec = {"calibrated": True, "lambda": entry.lam, "rule": entry.rule, "band": entry.band,
+               "n_images": entry.n_images, "data": entry.data}
+        lo_hi = entry.rel_std_range
+        if rel_std is not None and lo_hi is not None and not 0.5 * lo_hi[0] <= rel_std <= 2.0 * lo_hi[1]:
+            rec.update(calibrated=False, reason=f"relative std {rel_std:.4f} is outside the calibration data's "
+                                                f"[{lo_hi[0]:.4f}, {lo_hi[1]:.4f}] (x0.5..x2): data unlike the "
+                                                "calibration set; the interval's coverage is not guaranteed here")
+        return entry.lam, rec
+    same = [e for e in (table.entries if table else []) if e.method == method and e.modality == modality
+            and abs(e.alpha - alpha) < 1e-12]
+    if same:
+        lam = max(e.lam for e in same)
+        why = (f"no calibration for {method} at this setting ({accel_band(acceleration) if modality == 'mri' else 'ct'});"
+               f" using the largest calibrated lambda of this method ({lam})")
+    else:
+        lam = gaussian_lambda(alpha)
+        why = f"no calibration table for {method} ({modality}); using the Gaussian quantile {lam:.3f}"
+    return lam, {"calibrated": False, "lambda": lam, "reason": why}

@@ -1,0 +1,124 @@
+"""Calibrated intervals: conformal risk control and RCPS on synthetic posteriors whose coverage is known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recon import intervals as iv
+from solvers.posterior import Posterior
+
+
+def _images(rng: np.random.Generator, n: int, size: int = 24, std_ratio: float = 0.5):
+    """Gaussian 'posteriors': truth = mean + sigma z; the reported std is std_ratio * sigma (too small)."""
+    yy, xx = np.mgrid[-1:1:size * 1j, -1:1:size * 1j]
+    disc = (xx**2 + yy**2 < 0.7).astype(float)
+    mean = (0.2 + rng.uniform(0.5, 1.0, (n, 1, 1))) * disc + 0.01 * rng.random((n, size, size))
+    sigma = 0.02 + 0.05 * rng.random((n, size, size)) * disc
+    truth = mean + sigma * rng.standard_normal((n, size, size))
+    return mean, std_ratio * sigma, truth
+
+
+def test_crc_reaches_the_target_coverage_on_held_out_images():
+    rng = np.random.default_rng(0)
+    mean, std, truth = _images(rng, 400)
+    entry = iv.fit_entry("dds", "mri", "R<=5", mean[:100], std[:100], truth[:100], alpha=0.05)
+    held = iv.coverage(mean[100:], std[100:], truth[100:], entry.lam)
+    assert 0.945 <= held <= 0.97, (entry.lam, held)
+    # the uncalibrated Gaussian rule on a std that is half the truth covers far less
+    assert iv.coverage(mean[100:], std[100:], truth[100:], iv.gaussian_lambda(0.05)) < 0.80
+    # a closed-form check: the reported std is half the true one, so lambda is about 2 * 1.96 / (1 + floor)
+    assert 3.0 < entry.lam < 4.2
+
+
+def test_crc_expected_risk_is_controlled_over_repeated_splits():
+    rng = np.random.default_rng(1)
+    mean, std, truth = _images(rng, 300, size=16)
+    loss = iv.losses(mean, std, truth)
+    risks = []
+    for _ in range(200):
+        perm = rng.permutation(len(loss))
+        cal, test = perm[:100], perm[100:]
+        lam = iv.crc_lambda(loss[cal], 0.05)
+        j = int(np.searchsorted(iv.LAMBDA_GRID, lam))
+        risks.append(loss[test, j].mean())
+    assert np.mean(risks) <= 0.05 + 0.002          # E[risk] <= alpha (the guarantee), up to Monte Carlo error
+    assert np.mean(risks) >= 0.03                  # and not vacuous
+
+
+def test_rcps_failure_probability_is_at_most_delta():
+    rng = np.random.default_rng(2)
+    mean, std, truth = _images(rng, 2400, size=8)
+    loss = iv.losses(mean, std, truth)
+    alpha, delta, n_cal = 0.1, 0.1, 600
+    fails = []
+    for _ in range(100):
+        perm = rng.permutation(len(loss))
+        lam = iv.rcps_lambda(loss[perm[:n_cal]], alpha, delta)
+        assert lam is not None
+        j = int(np.searchsorted(iv.LAMBDA_GRID, lam))
+        fails.append(loss[perm[n_cal:], j].mean() > alpha)
+    assert np.mean(fails) <= delta
+    # with too few images the Hoeffding bound cannot reach alpha = 0.05
+    assert iv.rcps_lambda(loss[:20], 0.05, 0.1) is None
+
+
+def test_posterior_interval_magnitude_and_real():
+    samples = torch.tensor([[1.0, -1.0], [3.0, 1.0]])[:, None, :].repeat(1, 2, 1)  # [N=2, 2, 2] real
+    post = Posterior.from_samples(samples)
+    lo, hi = post.interval(0.05)
+    std = samples.std(0)
+    half = 1.959964 * (std + 0.1 * std.mean())
+    assert torch.allclose(hi - post.mean, half, atol=1e-4) and torch.allclose(post.mean - lo, half, atol=1e-4)
+    cpost = Posterior.from_samples(samples.to(torch.complex64) * 1j)
+    clo, chi = cpost.interval(lam=2.0)
+    object_std = cpost.std[:, 0].mean()  # the object is where |mean| = 2 (first column); the other is 0
+    assert (clo >= 0).all() and torch.allclose(chi, cpost.mean.abs() + 2.0 * (cpost.std + 0.1 * object_std))
+    with pytest.raises(ValueError, match="no std"):
+        Posterior(mean=torch.zeros(2, 2)).interval()
+
+
+def test_choose_lambda_falls_back_and_says_so(tmp_path):
+    table = iv.CalibrationTable("p", [iv.CalibrationEntry("dds", "mri", "R<=5", 3.0, 0.05, "crc", 40),
+                                      iv.CalibrationEntry("dds", "mri", "R>5", 3.5, 0.05, "crc", 40)])
+    table.save(tmp_path / "t.json")
+    table = iv.CalibrationTable.load(tmp_path / "t.json")
+    lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0)
+    assert lam == 3.0 and rec["calibrated"] and rec["band"] == "R<=5"
+    lam, rec = iv.choose_lambda(table, "dds", "mri", 8.0, alpha=0.05)
+    assert lam == 3.5 and rec["calibrated"]
+    lam, rec = iv.choose_lambda(table, "ccdf", "mri", 4.0)
+    assert lam == pytest.approx(1.959964) and not rec["calibrated"] and "Gaussian" in rec["reason"]
+    lam, rec = iv.choose_lambda(None, "dds", "ct", None)
+    assert not rec["calibrated"]
+
+
+def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_path):
+    import h5py
+    import json
+
+    from recon.io import write_fastmri
+    from recon.methods import MethodSettings
+    from recon.pipeline import ReconstructConfig, reconstruct_file
+    from recon.problem import MaskSpec
+    from recon.simulate import simulate_multicoil
+    from tests.test_pipeline import N, _gaussian_prior, _phantom
+
+    k, _, _ = simulate_multicoil(torch.from_numpy(_phantom(5)[None]), n_coils=4, noise_std=0.002, seed=0)
+    src = write_fastmri(tmp_path / "p.h5", k)
+    cfg = ReconstructConfig(solvers=["dds", "zero-filled"], mask=MaskSpec("random", 3, 0.2, 0), quiet=True)
+    table = iv.CalibrationTable("gaussian", [iv.CalibrationEntry("dds", "mri", "R<=5", 2.5, 0.05, "crc", 40)])
+    for tbl, out in ((None, tmp_path / "a"), (table, tmp_path / "b")):
+        settings = MethodSettings(prior=_gaussian_prior(), n_samples=4, nfe=10, progress=False, intervals=tbl)
+        s = reconstruct_file(src, cfg, lambda m: settings, out)
+        entry = s["solvers"]["dds"]
+        assert entry["interval"]["calibrated"] is (tbl is not None)
+        assert 0 < entry["coverage_95"] <= 1 and entry["mean_interval_width"] > 0
+        assert "coverage_95" not in s["solvers"]["zero-filled"]
+        with h5py.File(out / "p.h5") as f:
+            lo, hi = f["solvers/dds/lower_95"][()], f["solvers/dds/upper_95"][()]
+            mean, std = f["solvers/dds/mean"][()], f["solvers/dds/std"][()]
+            assert lo.shape == mean.shape == (1, N, N) and (lo <= mean + 1e-6).all() and (hi >= mean - 1e-6).all()
+            lam = entry["interval"]["lambda"]
+            assert np.allclose(hi - mean, lam * iv.widened_std(mean, std), rtol=1e-4, atol=1e-7)
+    assert lam == 2.5 and json.loads((out / "p.json").read_text())["solvers"]["dds"]["interval"]["band"] == "R<=5"
