@@ -507,6 +507,7 @@ def write_outputs(out_dir: Path, cfg: ReconstructConfig, summary: dict[str, Any]
              "modality": result.modality, "units": summary["units"], "software_version": VERSION,
              "source_file": summary["file"], "settings_hash": cfg.settings_hash,
              "slices": json.dumps(done[primary].slices if primary else []), "n_slices_file": result.n_slices_file,
+             "input_slices": json.dumps(result.slices),  # the rows of zero_filled / reference / mask
              "noise_std": summary.get("noise_std") if summary.get("noise_std") is not None else "",
              **{("mask_kind" if k == "mask" else k): _attr(v) for k, v in result.info.items()
                 if k not in ("noise_std",)}}

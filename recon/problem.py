@@ -6,11 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from operators.espirit import espirit_maps
 from operators.fft import fft2c, ifft2c, rss
 from operators.mri import MultiCoilMRI
+from recon.calibration import calibrate
 from recon.io import FastMRIHeader, center_crop
 from recon.masks import make_mask
+from recon.noise import estimate_noise
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,16 @@ class MRIProblem:
     Attributes:
         y: measured (masked) k-space, complex64 [C, H, W].
         mask: float32 [H, W] sampling mask (1D masks are expanded).
-        maps: ESPIRiT maps, complex64 [C, H, W] or [M, C, H, W].
+        maps: coil maps (`recon.calibration.calibrate`: ESPIRiT or NLINV), complex64 [C, H, W] or [M, C, H, W].
         op: `MultiCoilMRI(maps, mask)`.
         crop: (rH, rW) fastMRI recon size for outputs and metrics.
         reference: magnitude [rH, rW] (the file's target or the RSS of fully sampled data), or None.
         acceleration: achieved acceleration of `mask` over the acquired lines.
         retrospective: True when the mask was applied here to fully sampled data.
         mask_kind: the mask kind, or "file" when the file's own sampling was used.
+        calibration: how the maps were obtained (`recon.calibration.Calibration.record`), or None.
+        noise_std: k-space noise std per real/imaginary part, in the units of the k-space given (0 = noiseless).
+        noise: the noise estimate's record (`recon.noise.NoiseEstimate.to_json`), or None when given.
     """
 
     y: torch.Tensor
@@ -48,6 +52,9 @@ class MRIProblem:
     acceleration: float
     retrospective: bool
     mask_kind: str
+    calibration: dict | None = None
+    noise_std: float = 0.0
+    noise: dict | None = None
 
     @property
     def support(self) -> torch.Tensor:
@@ -90,8 +97,9 @@ def prepare_mri_slice(
     mask_spec: MaskSpec,
     target: np.ndarray | None = None,
     device: torch.device | str = "cpu",
-    n_maps: int = 1,
+    n_maps: int | None = None,
     calib_width: int = 24,
+    noise_std: float | None = None,
 ) -> MRIProblem:
     """Build the problem for one multi-coil slice [C, H, W].
 
@@ -100,6 +108,8 @@ def prepare_mri_slice(
     readout lines are sampled.
     """
     k = torch.as_tensor(kspace).to(torch.complex64)
+    # noise of the raw slice (None: estimated; before the readout crop, which keeps the per-sample std)
+    noise = estimate_noise(k, readout_size=header.recon_size[0]) if noise_std is None else None
     left, right = header.acquired_lines
     pattern = sampled_pattern(k)
     lines = pattern.any(0)
@@ -121,13 +131,12 @@ def prepare_mri_slice(
         accel = float(mask[:, left:right].numel() / max(float(mask[:, left:right].sum()), 1.0))
         kind = "file"
     y = k * mask
-    maps = espirit_maps(y, calib_width=calib_width, n_maps=n_maps)
-    if not bool((maps != 0).any()):
-        from operators.espirit import CalibrationError
-        raise CalibrationError("ESPIRiT returned all-zero coil maps (too few calibration lines); "
-                               "sample more centre lines, e.g. a larger --center-fraction")
+    cal = calibrate(y, mask, n_maps=n_maps, calib_width=calib_width, acquired_lines=right - left)
+    maps = cal.maps
     y, mask, maps = y.to(device), mask.to(device), maps.to(device)
     crop = (min(header.recon_size[0], h), min(header.recon_size[1], w))
     if reference is not None:
         reference = center_crop(reference, crop).to(device)
-    return MRIProblem(y, mask, maps, MultiCoilMRI(maps, mask), crop, reference, accel, fully, kind)
+    return MRIProblem(y, mask, maps, MultiCoilMRI(maps, mask), crop, reference, accel, fully, kind,
+                      calibration=cal.record(), noise_std=noise.std if noise else float(noise_std),
+                      noise=noise.to_json() if noise else None)

@@ -3,8 +3,10 @@
 Every function returns a `Posterior` with the estimate as ``mean`` and ``std=None``.
 
 Conventions: k-space ``complex [..., C, H, W]``, centred (`operators.fft.fft2c`, fastMRI's
-convention), zero where not sampled; maps ``complex [C, H, W]`` (e.g. `operators.espirit.espirit_maps`);
-masks ``[W]`` (1D, phase-encode lines) or ``[H, W]``. Leading dimensions are independent slices.
+convention), zero where not sampled; maps ``complex [C, H, W]`` or, for M map sets (soft SENSE, BART
+``ecalib -m M``), ``[M, C, H, W]`` with the coil signal ``sum_m S_m x_m`` and an image ``[..., M, H, W]``
+(`recon.problem.MRIProblem.magnitude` combines the sets by root-sum-of-squares); masks ``[W]`` (1D,
+phase-encode lines) or ``[H, W]``. Leading dimensions are independent slices.
 The regularisation weights ``lam`` are absolute, in the units of the image: the defaults were
 chosen on validation data whose images have p99(|x|) = 1 (see ``benchmarks/RESULTS.md``); scale
 them with the image intensity.
@@ -21,7 +23,7 @@ import time
 
 import numpy as np
 import sigpy as sp
-import sigpy.mri.app as mri_app
+import sigpy.mri.linop as mri_linop
 import torch
 
 from operators.base import OperatorShapeError, power_iteration
@@ -92,8 +94,9 @@ def _sigpy_inputs(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor |
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     if not kspace.is_complex() or kspace.dim() < 3:
         raise OperatorShapeError(f"{name}: expected complex k-space [..., C, H, W], got {tuple(kspace.shape)}")
-    if maps.dim() != 3 or tuple(maps.shape) != tuple(kspace.shape[-3:]):
-        raise OperatorShapeError(f"{name}: maps {tuple(maps.shape)} must be [C, H, W] = {tuple(kspace.shape[-3:])}")
+    if maps.dim() not in (3, 4) or tuple(maps.shape[-3:]) != tuple(kspace.shape[-3:]):
+        raise OperatorShapeError(f"{name}: maps {tuple(maps.shape)} must be [C, H, W] or [M, C, H, W] with "
+                                 f"[C, H, W] = {tuple(kspace.shape[-3:])}")
     k = kspace.detach().cpu().numpy().astype(np.complex64)
     mps = maps.detach().cpu().numpy().astype(np.complex64)
     w = None
@@ -107,6 +110,16 @@ def _sigpy_inputs(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor |
     return k, mps, w
 
 
+def _sense_linop(maps: np.ndarray, weights: np.ndarray) -> sp.linop.Linop:
+    """sigpy SENSE ``sqrt(w) F S``: one set [C, H, W] (image [H, W]) or M sets [M, C, H, W] (image
+    [M, H, W], the coil signal summed over sets)."""
+    if maps.ndim == 3:
+        return mri_linop.Sense(maps, weights=weights)
+    h, w = maps.shape[-2:]
+    return sp.linop.Hstack([mri_linop.Sense(m, weights=weights) * sp.linop.Reshape([h, w], [1, h, w])
+                            for m in maps], axis=0)
+
+
 def _max_eig(maps: np.ndarray, weights: np.ndarray | None, kspace: np.ndarray) -> float:
     """Largest eigenvalue of ``A^H A`` by a seeded power iteration (sigpy's own estimate starts from
     the global numpy RNG, which would make results vary from run to run); 1 % safety margin."""
@@ -116,21 +129,34 @@ def _max_eig(maps: np.ndarray, weights: np.ndarray | None, kspace: np.ndarray) -
     return 1.01 * power_iteration(op, n_iter=30, generator=torch.Generator().manual_seed(0)) ** 2
 
 
-def _run_sigpy(app_cls, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None, lam: float,
-               max_iter: int, name: str, **kw) -> torch.Tensor:
+def _run_sigpy(regulariser: str, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None, lam: float,
+               max_iter: int, name: str, wave_name: str = "db4") -> torch.Tensor:
+    """``min 1/2 ||sqrt(w) (F S x - y)||^2 + lam R(x)`` with sigpy's LinearLeastSquares, as sigpy's
+    ``L1WaveletRecon`` (FISTA, R = ||W x||_1) and ``TotalVariationRecon`` (PDHG, R = ||G x||_1) build it,
+    with the wavelet and finite differences over the image axes (-2, -1) only, so M map sets are
+    regularised each on its own."""
     if lam < 0:
         raise ValueError(f"{name}: lam must be >= 0, got {lam}")
     k, mps, w = _sigpy_inputs(kspace, maps, mask, name)
     eig = max(_max_eig(mps, w, k), 1e-12)
-    if app_cls is mri_app.TotalVariationRecon:  # PDHG on [A; G], ||G||^2 <= 8 (2D finite differences)
-        kw.update(sigma=1.0, tau=1.0 / (eig + 8.0))
-    else:  # FISTA step 1 / L
-        kw.update(alpha=1.0 / eig)
     lead = k.shape[:-3]
     flat = k.reshape(-1, *k.shape[-3:])
-    out = np.stack([app_cls(flat[b], mps, lam, weights=w, max_iter=max_iter, show_pbar=False,
-                            device=sp.cpu_device, **kw).run() for b in range(flat.shape[0])])
-    return torch.from_numpy(np.asarray(out, dtype=np.complex64).reshape(*lead, *k.shape[-2:])).to(kspace.device)
+    out = []
+    for b in range(flat.shape[0]):
+        wb = w if w is not None else (np.abs(flat[b]).sum(0) > 0).astype(np.float32)  # as sigpy's estimate
+        A = _sense_linop(mps, wb)
+        y = flat[b] * wb**0.5
+        if regulariser == "l1-wavelet":  # FISTA step 1 / L
+            W = sp.linop.Wavelet(A.ishape, axes=(-2, -1), wave_name=wave_name)
+            proxg = sp.prox.UnitaryTransform(sp.prox.L1Reg(W.oshape, lam), W)
+            app = sp.app.LinearLeastSquares(A, y, proxg=proxg, alpha=1.0 / eig, max_iter=max_iter, show_pbar=False)
+        else:  # PDHG on [A; G], ||G||^2 <= 8 (2D finite differences)
+            G = sp.linop.FiniteDifference(A.ishape, axes=(-2, -1))
+            proxg = sp.prox.L1Reg(G.oshape, lam)
+            app = sp.app.LinearLeastSquares(A, y, proxg=proxg, G=G, sigma=1.0, tau=1.0 / (eig + 8.0),
+                                            max_iter=max_iter, show_pbar=False)
+        out.append(app.run())
+    return torch.from_numpy(np.asarray(out, dtype=np.complex64).reshape(*lead, *out[0].shape)).to(kspace.device)
 
 
 def l1_wavelet(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None = None,
@@ -139,14 +165,14 @@ def l1_wavelet(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | No
 
     Args:
         kspace: complex [..., C, H, W] undersampled k-space.
-        maps: complex [C, H, W] sensitivities (one set).
+        maps: complex [C, H, W] sensitivities, or [M, C, H, W] for M map sets.
         mask: sampling mask [W] or [H, W]; None lets sigpy take it from the non-zero k-space samples.
         lam: L1 weight. max_iter: iterations. wave_name: PyWavelets wavelet.
 
-    Returns: `Posterior` with complex ``mean`` [..., H, W].
+    Returns: `Posterior` with complex ``mean`` [..., (M,) H, W].
     """
     t0 = time.perf_counter()
-    x = _run_sigpy(mri_app.L1WaveletRecon, kspace, maps, mask, lam, max_iter, "l1_wavelet", wave_name=wave_name)
+    x = _run_sigpy("l1-wavelet", kspace, maps, mask, lam, max_iter, "l1_wavelet", wave_name=wave_name)
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="l1-wavelet",
                      hparams={"lam": lam, "max_iter": max_iter, "wave_name": wave_name})
 
@@ -158,6 +184,6 @@ def total_variation(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor
     Args and returns as `l1_wavelet`.
     """
     t0 = time.perf_counter()
-    x = _run_sigpy(mri_app.TotalVariationRecon, kspace, maps, mask, lam, max_iter, "total_variation")
+    x = _run_sigpy("tv", kspace, maps, mask, lam, max_iter, "total_variation")
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="total-variation",
                      hparams={"lam": lam, "max_iter": max_iter})
