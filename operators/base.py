@@ -119,13 +119,21 @@ def adjointness_error(
     device: torch.device | str = "cpu",
     generator: torch.Generator | None = None,
 ) -> float:
-    """Relative dot-product test ``|<Ax, y> - <x, A^H y>| / |<Ax, y>|`` with random x, y."""
-    dtype = dtype or op.dtype
-    x = torch.randn(*batch, *op.domain_shape, dtype=dtype, generator=generator).to(device)
-    y = torch.randn(*batch, *op.range_shape, dtype=dtype, generator=generator).to(device)
+    """Relative dot-product test ``|<Ax, y> - <x, A^H y>| / |<Ax, y>|`` with random x, y.
+
+    The random vectors are drawn on the generator's device (CPU when `generator` is None) and moved to `device`.
+    """
+    dtype = op.dtype if dtype is None else dtype
+    x = torch.randn(*batch, *op.domain_shape, dtype=dtype, generator=generator, device=_draw_device(generator)).to(device)
+    y = torch.randn(*batch, *op.range_shape, dtype=dtype, generator=generator, device=_draw_device(generator)).to(device)
     lhs = inner(op.forward(x), y, len(op.range_shape)).sum()
     rhs = inner(x, op.adjoint(y), len(op.domain_shape)).sum()
     return float((lhs - rhs).abs() / lhs.abs().clamp_min(1e-30))
+
+
+def _draw_device(generator: torch.Generator | None) -> torch.device:
+    """Where a draw from `generator` must happen: torch refuses a generator on another device."""
+    return torch.device("cpu") if generator is None else generator.device
 
 
 def power_iteration(
@@ -135,9 +143,13 @@ def power_iteration(
     dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
 ) -> float:
-    """Estimate the operator norm ``||A||_2`` (sqrt of the largest eigenvalue of ``A^H A``)."""
-    dtype = dtype or op.dtype
-    x = torch.randn(*op.domain_shape, dtype=dtype, generator=generator).to(device)
+    """Estimate the operator norm ``||A||_2`` (sqrt of the largest eigenvalue of ``A^H A``).
+
+    The start vector is drawn on the generator's device (CPU when `generator` is None) and moved to `device`,
+    so a CUDA generator works with CUDA data and a CPU generator gives the same start on every device.
+    """
+    dtype = op.dtype if dtype is None else dtype
+    x = torch.randn(*op.domain_shape, dtype=dtype, generator=generator, device=_draw_device(generator)).to(device)
     x = x / torch.linalg.vector_norm(x)
     lam = torch.zeros((), device=device)
     for _ in range(n_iter):

@@ -27,6 +27,16 @@ Backends
   ``strip`` or ``line`` selectable; ``line_fanflat`` or ``strip_fanflat`` for
   fan beam). Each call creates its projector and frees it on exit; nothing is
   kept in global state.
+* Batches on the CPU (2 or more slices, e.g. the N posterior samples inside
+  CG) go through ASTRA's own projection matrix of that projector, fetched once
+  per operator (``astra.projector.matrix``) and kept as a torch sparse CSR
+  matrix (and its transpose): one sparse-dense product per call instead of one
+  ASTRA call per slice, the same numbers (it *is* ASTRA's matrix), about 8x
+  faster for 8 slices of 256x256 at 60 views. ``cpu_matrix=False`` keeps the
+  per-slice ASTRA calls, ``True`` uses the matrix for single slices too (as
+  does the automatic choice once the matrix exists); the automatic choice
+  skips geometries whose matrix would exceed `MATRIX_MAX_NNZ` entries (about
+  12 bytes each, twice: the matrix and its transpose).
 * Tensors on a CUDA device use ASTRA's CUDA projectors. ASTRA links 2D data
   in host memory only, so 2D slices are copied to the host and back; the 3D
   cone-beam projector links the GPU tensors directly (DLPack), no copies.
@@ -55,6 +65,8 @@ from .base import LinearOperator, OperatorShapeError
 
 PARALLEL_PROJECTORS = ("linear", "strip", "line")
 FAN_PROJECTORS = ("line_fanflat", "strip_fanflat")
+#: largest estimated projection matrix (non-zeros) built automatically for CPU batches (~12 bytes each, x2)
+MATRIX_MAX_NNZ = 40_000_000
 
 
 class CUDAUnavailableError(RuntimeError):
@@ -193,7 +205,9 @@ class _Tomo2D(_AstraOperator):
     """A 2D ASTRA geometry applied slice by slice: image [..., H, W] <-> sinogram [..., A, D]."""
 
     def __init__(self, image_shape: Sequence[int], angles, n_detectors: int, detector_spacing: float,
-                 projector: str, allowed: tuple[str, ...]):
+                 projector: str, allowed: tuple[str, ...], cpu_matrix: bool | None = None):
+        self.cpu_matrix = cpu_matrix
+        self._matrices: tuple[torch.Tensor, torch.Tensor] | None = None
         self.image_shape = _shape("image_shape", image_shape, 2)
         self.angles = _as_angles(angles)
         self.n_detectors = _positive_int("n_detectors", n_detectors)
@@ -259,11 +273,57 @@ class _Tomo2D(_AstraOperator):
     # both overwrite their output argument.
     def _project(self, x: torch.Tensor) -> torch.Tensor:
         """Forward projection A x, slice by slice: [..., H, W] -> [..., n_angles, n_detectors]."""
+        if self._use_matrix(x):
+            return self._matrix_apply(x, self.range_shape, transpose=False)
         return self._slicewise(x, self.range_shape, lambda pid, img, sino: astra_direct.direct_FP2D(pid, img, sino))
 
     def _backproject(self, y: torch.Tensor) -> torch.Tensor:
         """Back projection A^T y, slice by slice: [..., n_angles, n_detectors] -> [..., H, W]."""
+        if self._use_matrix(y):
+            return self._matrix_apply(y, self.domain_shape, transpose=True)
         return self._slicewise(y, self.domain_shape, lambda pid, sino, img: astra_direct.direct_BP2D(pid, img, sino))
+
+    # -- CPU batches: ASTRA's projection matrix as a torch sparse matrix ------
+    def _use_matrix(self, t: torch.Tensor) -> bool:
+        if t.device.type != "cpu" or self.cpu_matrix is False:
+            return False
+        if self.cpu_matrix or self._matrices is not None:
+            return True
+        n_slices = t.numel() // max(1, t.shape[-1] * t.shape[-2])
+        est_nnz = self.n_angles * self.n_detectors * 2 * max(self.image_shape)
+        return n_slices >= 2 and est_nnz <= MATRIX_MAX_NNZ
+
+    def matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, A^T)`` as float32 sparse CSR tensors ``[A*D, H*W]`` and ``[H*W, A*D]`` (int32 indices), from
+        ASTRA's CPU projector of this geometry; built on first use and kept by the operator."""
+        if self._matrices is None:
+            import warnings
+
+            with self.projector("cpu") as pid:
+                mid = astra.projector.matrix(pid)
+                try:
+                    m = astra.matrix.get(mid).tocsr()
+                finally:
+                    astra.matrix.delete(mid)
+            mt = m.T.tocsr()
+
+            def to_torch(a) -> torch.Tensor:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+                    return torch.sparse_csr_tensor(torch.from_numpy(a.indptr.astype(np.int32)),
+                                                   torch.from_numpy(a.indices.astype(np.int32)),
+                                                   torch.from_numpy(a.data.astype(np.float32)), a.shape,
+                                                   check_invariants=False)
+            self._matrices = (to_torch(m), to_torch(mt))
+        return self._matrices
+
+    def _matrix_apply(self, t: torch.Tensor, out_shape: tuple[int, int], transpose: bool) -> torch.Tensor:
+        """``A t`` (or ``A^T t``) for every 2D slice of the CPU tensor ``t`` in one sparse-dense product."""
+        lead = t.shape[:-2]
+        mat = self.matrices()[1 if transpose else 0]
+        cols = t.detach().to(torch.float32).reshape(-1, t.shape[-2] * t.shape[-1]).T.contiguous()  # [in, B]
+        out = (mat @ cols).T                                                                       # [B, out]
+        return out.reshape(*lead, *out_shape).to(dtype=t.dtype).contiguous()
 
     def _slicewise(self, t: torch.Tensor, out_shape: tuple[int, int], run) -> torch.Tensor:
         """Apply ``run(projector_id, input_slice, output_slice)`` to every 2D slice of ``t``."""
@@ -288,11 +348,13 @@ class ParallelBeam2D(_Tomo2D):
             to see the whole image.
         detector_spacing: bin width in pixel units (default 1.0).
         projector: CPU projector, ``"linear"`` (default), ``"strip"`` or ``"line"``; CUDA tensors use ``"cuda"``.
+        cpu_matrix: CPU batches through ASTRA's projection matrix (None: automatic, see the module docstring).
     """
 
     def __init__(self, image_shape: Sequence[int], angles, n_detectors: int, detector_spacing: float = 1.0,
-                 projector: str = "linear"):
-        super().__init__(image_shape, angles, n_detectors, detector_spacing, projector, PARALLEL_PROJECTORS)
+                 projector: str = "linear", cpu_matrix: bool | None = None):
+        super().__init__(image_shape, angles, n_detectors, detector_spacing, projector, PARALLEL_PROJECTORS,
+                         cpu_matrix)
 
     def proj_geom(self) -> dict:
         """ASTRA ``parallel`` geometry (fresh dict)."""
@@ -315,11 +377,13 @@ class FanBeam2D(_Tomo2D):
         source_origin: source to centre-of-rotation distance, pixel units.
         origin_detector: centre-of-rotation to detector distance, pixel units.
         projector: CPU projector, ``"line_fanflat"`` (default) or ``"strip_fanflat"``; CUDA tensors use ``"cuda"``.
+        cpu_matrix: CPU batches through ASTRA's projection matrix (None: automatic, see the module docstring).
     """
 
     def __init__(self, image_shape: Sequence[int], angles, n_detectors: int, detector_spacing: float,
-                 source_origin: float, origin_detector: float, projector: str = "line_fanflat"):
-        super().__init__(image_shape, angles, n_detectors, detector_spacing, projector, FAN_PROJECTORS)
+                 source_origin: float, origin_detector: float, projector: str = "line_fanflat",
+                 cpu_matrix: bool | None = None):
+        super().__init__(image_shape, angles, n_detectors, detector_spacing, projector, FAN_PROJECTORS, cpu_matrix)
         self.source_origin = _positive("source_origin", source_origin)
         self.origin_detector = _positive("origin_detector", origin_detector, allow_zero=True)
         half_diag = 0.5 * math.hypot(*self.image_shape)

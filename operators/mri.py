@@ -83,27 +83,51 @@ class MultiCoilMRI(LinearOperator):
             return (maps.conj() * coils).sum(-3)
         return (maps.conj() * coils.unsqueeze(-4)).sum(-3)
 
-    # -- A, A^H, A^H A -------------------------------------------------------------------------
+    # -- A, A^H, A^H A, one leading batch element at a time ---------------------------------------
+    # The coil-expanded intermediate of a batch (N samples x C coils x H x W) falls out of the CPU caches:
+    # A^H A on 8 samples of 8 coils at 256x256 took 0.35-0.43 s batched and 0.09-0.13 s one sample at a
+    # time (2-core CPU). Each element is computed on its own and the results are stacked.
+    def _per_item(self, fn, t: torch.Tensor, in_dims: int) -> torch.Tensor:
+        lead = t.shape[: t.dim() - in_dims]
+        n = 1
+        for d in lead:
+            n *= d
+        if n <= 1 or t.device.type != "cpu":
+            return fn(t)
+        flat = t.reshape(n, *t.shape[t.dim() - in_dims:])
+        out = torch.stack([fn(flat[i]) for i in range(n)])
+        return out.reshape(*lead, *out.shape[1:])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: complex [..., (M,) H, W] -> masked k-space [..., C, H, W]."""
+        return self._per_item(self._forward, x, len(self.domain_shape))
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """y: k-space [..., C, H, W] -> image [..., (M,) H, W]."""
+        return self._per_item(self._adjoint, y, len(self.range_shape))
+
+    def normal(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^H A x``, image [..., (M,) H, W] -> image [..., (M,) H, W]."""
+        return self._per_item(self._normal, x, len(self.domain_shape))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._plain:
             return torch.fft.fft2(self._expand(self._maps_k, x), norm="ortho") * self._mask_k
         k = fft2c(self._expand(self.maps, x))
         return k if self.mask is None else k * self.mask
 
-    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        """y: k-space [..., C, H, W] -> image [..., (M,) H, W]."""
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
         if self._plain:
             return self._combine(self._maps_k, torch.fft.ifft2(y * self._mask_k, norm="ortho"))
         if self.mask is not None:
             y = y * self.mask
         return self._combine(self.maps, ifft2c(y))
 
-    def normal(self, x: torch.Tensor) -> torch.Tensor:
+    def _normal(self, x: torch.Tensor) -> torch.Tensor:
         """``A^H A x = S^H F^H M^2 F S x`` (no shifts: ``D F^H D M^2 D F D = D F^H M^2 F D``; for line masks
         only the phase-encode FFT remains)."""
         if not self._plain:
-            return self.adjoint(self.forward(x))
+            return self._adjoint(self._forward(x))
         coils = self._expand(self._maps_k, x)
         if self._mask2 is None:
             return self._combine(self._maps_k, coils)

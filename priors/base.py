@@ -17,6 +17,7 @@ Adapters:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -79,20 +80,73 @@ def _sigma_vector(sigma: torch.Tensor | float, batch: int, device, dtype=torch.f
     return s
 
 
+@dataclass(frozen=True)
+class InferencePolicy:
+    """How a prior runs its network on a batch.
+
+    Attributes:
+        chunk: images per network call (None: the whole batch in one call).
+        bf16: run the network under ``torch.autocast(dtype=torch.bfloat16)``; the preconditioning around it
+            (input scaling, skip connection, ``x - sigma eps``) stays in the input's dtype and the network's
+            output is cast back to it.
+    """
+
+    chunk: int | None = None
+    bf16: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chunk is not None and self.chunk < 1:
+            raise ValueError(f"InferencePolicy: chunk must be >= 1 or None, got {self.chunk}")
+
+
+#: the same batch at once, float32: what every prior did before policies existed (benchmarks' "old path")
+FULL_BATCH_FP32 = InferencePolicy(chunk=None, bf16=False)
+
+
+def default_policy(device: torch.device | str) -> InferencePolicy:
+    """The documented per-device rule.
+
+    CPU: one image per call, bf16 allowed. On the idle 2-core development machine with the 256x256 brain
+    prior, seconds per image were 0.195 / 0.265 / 0.386 / 0.44 at batch 1 / 2 / 4 / 8 (bigger batches fall
+    out of cache and cost more per image) and 0.105 at batch 1 in bf16; on the same machine under load
+    the ranking held (benchmarks/results/correctness_speed.md).
+    CUDA and other devices: the whole batch in one call, float32 (bf16 is an opt-in `InferencePolicy`).
+
+    "bf16 allowed" is not "bf16 used": a call runs in bf16 only at noise levels where the prior's bf16
+    output was checked against float32 (`Prior.bf16_min_sigma`), see `Prior.denoise`.
+    """
+    return InferencePolicy(chunk=1, bf16=True) if torch.device(device).type == "cpu" else FULL_BATCH_FP32
+
+
 class Prior(nn.Module):
     """Base class: subclasses implement `_denoise` on ``[B, H, W]`` tensors with ``sigma: [B]``.
 
     `denoise` accepts any leading batch shape ``[..., H, W]`` (complex for complex priors,
     real for real priors), checks the value kind, counts network evaluations in `nfe`
     (one per call, however many images are in the batch) and returns the same shape.
+
+    ``inference`` (an `InferencePolicy`, or None for `default_policy` of the input's device) sets the
+    chunk size and precision of the network calls; subclasses call their network through `_network`.
+    ``bf16_min_sigma``: the smallest noise level at which the network's bf16 output was checked to stay within
+    0.05 dB PSNR of float32 on held-out crops (``inf``, never, until someone checks; the bundled priors get
+    theirs from `priors.registry.load`). bf16 runs only when the policy allows it and every sigma of the
+    call is at least this; below it (low noise, where bf16 rounding shows) the network runs in float32, and
+    so does every call made with autograd enabled (gradients through the network, e.g. DPS).
     """
 
-    def __init__(self, info: PriorInfo):
+    def __init__(self, info: PriorInfo, inference: InferencePolicy | None = None):
         super().__init__()
         self.info = info
         self.nfe = 0
+        self.inference = inference
+        self.bf16_min_sigma = math.inf
+        self._bf16 = False
 
     # -- public interface -------------------------------------------------
+    def policy(self, device: torch.device | str) -> InferencePolicy:
+        """The policy used for inputs on `device`."""
+        return default_policy(device) if self.inference is None else self.inference
+
     def denoise(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """MMSE estimate ``E[x0 | x0 + sigma n = x]``; x: [..., H, W], sigma: float or [...]."""
         self.check_value_kind(x)
@@ -100,7 +154,28 @@ class Prior(nn.Module):
         xb = x.reshape(-1, *hw)
         s = _sigma_vector(sigma, xb.shape[0], x.device)
         self.nfe += 1
-        return self._denoise(xb, s).reshape(*lead, *hw)
+        pol = self.policy(x.device)
+        # bf16 only where it was checked: forward values (not gradients through the network, as DPS takes)
+        # at noise levels at or above bf16_min_sigma
+        self._bf16 = pol.bf16 and not torch.is_grad_enabled() and bool(s.min() >= self.bf16_min_sigma)
+        try:
+            n = xb.shape[0]
+            if pol.chunk is None or pol.chunk >= n:
+                out = self._denoise(xb, s)
+            else:
+                out = torch.cat([self._denoise(xb[i: i + pol.chunk], s[i: i + pol.chunk])
+                                 for i in range(0, n, pol.chunk)])
+        finally:
+            self._bf16 = False
+        return out.reshape(*lead, *hw)
+
+    def _network(self, net: nn.Module, x: torch.Tensor, *args: torch.Tensor) -> torch.Tensor:
+        """``net(x, *args)`` under the current policy's precision; returns x's dtype. x: real [B, C, H, W]."""
+        if not self._bf16:
+            return net(x, *args)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
+            out = net(x, *args)
+        return out.to(x.dtype)
 
     def score(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
         """``(denoise(x, sigma) - x) / sigma^2``, the score of the noised marginal."""
@@ -181,7 +256,7 @@ class EDMPrior(Prior):
         c_out = s * sd / (s**2 + sd**2).sqrt()
         c_in = 1 / (s**2 + sd**2).sqrt()
         c_noise = sigma.to(xc.dtype).log() / 4
-        d = c_skip * xc + c_out * self.net(c_in * xc, c_noise)
+        d = c_skip * xc + c_out * self._network(self.net, c_in * xc, c_noise)
         return from_channels(d, x.is_complex())
 
 
@@ -198,7 +273,7 @@ class VEScorePrior(Prior):
     def _denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         xc = to_channels(x)
         s = sigma.to(xc.dtype)
-        d = xc + s.reshape(-1, 1, 1, 1) ** 2 * self.net(xc, s)
+        d = xc + s.reshape(-1, 1, 1, 1) ** 2 * self._network(self.net, xc, s)
         return from_channels(d, x.is_complex())
 
 
@@ -209,7 +284,10 @@ class VPEpsilonPrior(Prior):
         sigma_t = sqrt((1 - abar_t) / abar_t),   x_vp = sqrt(abar_t) * x_ve,
         denoise(x_ve, sigma) = x_ve - sigma * eps(x_vp, t).
     Nets that take integer steps get the step whose sigma_t is nearest to sigma
-    (in log sigma); `out_channels` keeps the first C output channels (``learn_sigma``).
+    (in log sigma), and that step's own sigma_t scales the input and forms ``x - sigma_t * eps``
+    (`effective_sigma`): the network's eps is the noise at level sigma_t, so mixing it with the
+    requested sigma would mis-scale the estimate (up to 20% at low noise, where steps are far apart
+    in log sigma). `out_channels` keeps the first C output channels (``learn_sigma``).
     """
 
     def __init__(
@@ -240,12 +318,20 @@ class VPEpsilonPrior(Prior):
         w = (ls - logs[idx - 1]) / (logs[idx] - logs[idx - 1])
         return (idx - 1 + w).to(torch.float32)
 
+    def effective_sigma(self, sigma: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The sigma the network is told about: ``sigma_t`` of the nearest step for integer nets
+        (t: float32 [B] holding integers), the requested sigma for continuous ones. float32 [B]."""
+        if not self.integer_timesteps:
+            return sigma.to(torch.float32)
+        return self.sigmas.to(t.device)[t.long()].to(torch.float32)
+
     def _denoise(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         xc = to_channels(x)
         c = xc.shape[1]
-        s = sigma.to(xc.dtype).reshape(-1, 1, 1, 1)
+        t = self.timestep(sigma)
+        s = self.effective_sigma(sigma, t).to(xc.dtype).reshape(-1, 1, 1, 1)
         abar = 1 / (1 + s**2)
-        eps = self.net(abar.sqrt() * xc, self.timestep(sigma))[:, :c]
+        eps = self._network(self.net, abar.sqrt() * xc, t)[:, :c]
         return from_channels(xc - s * eps, x.is_complex())
 
 
@@ -269,11 +355,12 @@ class GaussianPrior(Prior):
         kind: ValueKind = "complex" if mean.is_complex() else "real"
         if basis == "fourier" and kind != "complex":
             raise PriorMismatchError("a Fourier-diagonal GaussianPrior must be complex")
-        super().__init__(info or PriorInfo(name="gaussian", value_kind=kind, modality="any", normalization="fixed",
+        super().__init__(info if info is not None else PriorInfo(name="gaussian", value_kind=kind, modality="any", normalization="fixed",
                                            sigma_min=1e-3, sigma_max=100.0, resolution=mean.shape[-1]))
         self.register_buffer("mean", mean)
         self.register_buffer("var", var.float())
         self.basis = basis
+        self.inference = FULL_BATCH_FP32  # closed form, no network: one exact call for the whole batch
 
     def _fwd(self, x: torch.Tensor) -> torch.Tensor:
         from operators.fft import fft2c
@@ -291,7 +378,7 @@ class GaussianPrior(Prior):
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """n draws from the prior, [n, H, W]."""
         shape = (n, *self.mean.shape)
-        w = standard_noise(torch.empty(shape, dtype=self.mean.dtype), generator)
+        w = standard_noise(torch.empty(shape, dtype=self.mean.dtype, device=self.mean.device), generator)
         return self.mean + self._inv(self.var.sqrt() * w)
 
 

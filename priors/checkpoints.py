@@ -190,7 +190,7 @@ def build_network(family: str, config: str | NetworkConfig | Mapping[str, Any],
     """
     fam = _check_family(family)
     cfg = resolve_config(fam, config)
-    with torch.device(device or "cpu"):
+    with torch.device("cpu" if device is None else device):
         if fam == "ncsnpp":
             return NCSNpp(cfg)  # type: ignore[arg-type]
         if fam == "adm":
@@ -340,12 +340,12 @@ def load_network(path: str | Path, family: str, config: str | NetworkConfig | Ma
 def default_info(family: str, config: NetworkConfig, value_kind: str | None = None) -> PriorInfo:
     """Prior metadata for a network that is not one of `NAMED_CONFIGS`."""
     if isinstance(config, NCSNppConfig):
-        return PriorInfo(name="ncsnpp-checkpoint", value_kind=value_kind or "complex", modality="mri",
+        return PriorInfo(name="ncsnpp-checkpoint", value_kind="complex" if value_kind is None else value_kind, modality="mri",
                          normalization="max", sigma_min=config.sigma_min, sigma_max=config.sigma_max,
                          resolution=config.image_size, trained_on="unknown (user checkpoint)")
     if isinstance(config, ADMConfig):
         lo, hi = _vp_sigma_range()
-        kind = value_kind or ("complex" if config.in_channels == 2 else "real")
+        kind = value_kind if value_kind is not None else ("complex" if config.in_channels == 2 else "real")
         return PriorInfo(name="adm-checkpoint", value_kind=kind, modality="mri" if kind == "complex" else "ct",
                          normalization="max", sigma_min=lo, sigma_max=hi, resolution=config.image_size,
                          trained_on="unknown (user checkpoint)")

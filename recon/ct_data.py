@@ -112,11 +112,12 @@ HU_PLAUSIBLE = (-1200.0, 32767.0)
 HU_MIN_SPAN = 200.0
 
 
-def check_hu(hu: np.ndarray, source: str, units: object = None) -> None:
+def check_hu(hu: np.ndarray, source: str, units: object = None, declared_hu: bool = False) -> None:
     """Refuse volumes that are not finite Hounsfield units.
 
-    A ``units`` attribute, when present, must say HU. Without it the values must look like HU: inside
-    `HU_PLAUSIBLE` and spanning at least `HU_MIN_SPAN` (a volume in [0, 1] or in attenuation per mm does not).
+    A ``units`` attribute, when present, must say HU. Values must lie inside `HU_PLAUSIBLE` and, unless the
+    format declares HU (`declared_hu`: DICOM CT rescaled with RescaleSlope/Intercept, or units='HU'), span at
+    least `HU_MIN_SPAN` (a volume in [0, 1] or in attenuation per mm does not).
     """
     if isinstance(units, bytes):
         units = units.decode(errors="replace")
@@ -130,7 +131,8 @@ def check_hu(hu: np.ndarray, source: str, units: object = None) -> None:
     if hu.size == 0:
         raise CTFormatError(f"{source}: 'volume' is empty, shape {hu.shape}")
     lo, hi = float(hu.min()), float(hu.max())
-    if lo < HU_PLAUSIBLE[0] or hi > HU_PLAUSIBLE[1] or hi - lo < HU_MIN_SPAN:
+    declared_hu = declared_hu or units is not None
+    if lo < HU_PLAUSIBLE[0] or hi > HU_PLAUSIBLE[1] or (hi - lo < HU_MIN_SPAN and not declared_hu):
         raise CTFormatError(f"{source}: 'volume' values span [{lo:.4g}, {hi:.4g}], which does not look like HU "
                             f"(expected within [{HU_PLAUSIBLE[0]:.0f}, {HU_PLAUSIBLE[1]:.0f}] with air near -1000); "
                             "store HU, or set the attribute units='HU' if these values are HU")
@@ -178,7 +180,7 @@ def _read_dicom_series(p: Path) -> CTVolume:
         dz = float(first.get("SpacingBetweenSlices", first.get("SliceThickness", 1.0)))
     if not dz > 0:
         raise CTFormatError(f"{p}: slices share one position; cannot infer the slice spacing")
-    check_hu(hu, str(p))
+    check_hu(hu, str(p), declared_hu=True)
     return CTVolume(hu=hu, spacing_mm_xyz=(col_mm, row_mm, dz), source=str(p))
 
 

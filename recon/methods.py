@@ -37,6 +37,7 @@ class MethodSettings:
         unet: a trained U-Net baseline (``unet`` and ``ccdf --init unet``), or None.
         progress: per-step progress bars.
         hparams: per-method hyper-parameter overrides, e.g. ``{"dds": {"eta": 1.0}}``.
+        intervals: the prior's interval calibration table (`recon.intervals.CalibrationTable`), or None.
     """
 
     prior: Prior | None = None
@@ -46,6 +47,7 @@ class MethodSettings:
     unet: Any = None
     progress: bool = True
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    intervals: Any = None
 
 
 def check_methods(names: list[str], modality: str = "auto") -> list[str]:
@@ -73,7 +75,8 @@ def run_method(name: str, problem: MRIProblem | CTProblem, settings: MethodSetti
         if name == "ccdf" and hp.get("init") == "unet":
             hp["init"] = _unet_init(problem, settings)
         return solvers.sample(name, problem.op, problem.y, settings.prior, n_samples=settings.n_samples,
-                              nfe=settings.nfe, seed=settings.seed, progress=settings.progress, **hp)
+                              nfe=settings.nfe, seed=settings.seed, progress=settings.progress,
+                              sigma_y=problem.noise_std, **hp)
     t0 = time.perf_counter()
     from recon.baselines import mri as base
     if name == "zero-filled":
@@ -118,18 +121,18 @@ def run_ct_method(name: str, problem: CTProblem, settings: MethodSettings) -> Po
         hp = dict(settings.hparams.get(name, {}))
         if name == "ccdf" and hp.get("init") in ("unet", "fbp"):
             hp["init"] = _ct_unet(problem, settings).mean if hp["init"] == "unet" else _fbp(problem)
-        return solvers.sample(name, problem.op, problem.y, settings.prior, n_samples=settings.n_samples,
+        return solvers.sample(name, problem.data_op, problem.data_y, settings.prior, n_samples=settings.n_samples,
                               nfe=settings.nfe, seed=settings.seed, progress=settings.progress,
-                              scale=problem.scale, **hp)
+                              scale=problem.scale, sigma_y=problem.sigma_y, **hp)
     t0 = time.perf_counter()
     if name == "fbp":
         mean = _fbp(problem)
     elif name == "sirt":
         from recon.baselines.ct import sirt
-        mean = sirt(problem.y, problem.op, **settings.hparams.get(name, {"n_iter": 100, "nonneg": True}))
+        mean = sirt(problem.data_y, problem.data_op, **settings.hparams.get(name, {"n_iter": 100, "nonneg": True}))
     elif name == "tv":
         from recon.baselines import ct_iterative
-        return ct_iterative.tv_reconstruction(problem.y, problem.op, **settings.hparams.get(name, {}))
+        return ct_iterative.tv_reconstruction(problem.data_y, problem.data_op, **settings.hparams.get(name, {}))
     elif name == "unet":
         return _ct_unet(problem, settings)
     else:

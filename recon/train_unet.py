@@ -92,7 +92,7 @@ def brain_kspace(images: torch.Tensor, maps: torch.Tensor, noise_std: float,
     """Fully sampled multi-coil k-space ``F(S_c x) + n``: complex [B, H, W] -> complex64 [B, C, H, W]."""
     k = fft2c(maps * images.unsqueeze(-3))
     if noise_std > 0:
-        n = torch.randn(*k.shape, 2, generator=generator)
+        n = torch.randn(*k.shape, 2, generator=generator, device="cpu" if generator is None else generator.device).to(k.device)
         k = k + noise_std * torch.view_as_complex(n)
     return k.to(torch.complex64)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -85,6 +86,27 @@ def test_ve_vp_edm_adapters_reproduce_the_exact_gaussian_denoiser():
             # term of size |x| (cancellation), so float32 round-off scales with |x| (~1e-7 * |x|)
             err = (p.denoise(x, s) - ref).abs().max() / max(ref.abs().max(), x.abs().max())
             assert err < 1e-5, f"{name} at sigma={s:.3g}: relative error {err:.2e}"
+
+
+def test_vp_adapter_between_grid_steps_uses_the_chosen_steps_sigma():
+    # at low noise the DDPM grid is coarse in log sigma (sigma_0 = 0.0100, sigma_1 = 0.0148): a request
+    # at sigma = 0.012 picks t = 0 or 1, and the eps net then describes noise at sigma_t, not 0.012.
+    # The adapter must equal the exact denoiser at sigma_t (both the input scaling and x - sigma_t eps).
+    g = torch.Generator().manual_seed(1)
+    mean = torch.randn(8, 8, generator=g, dtype=torch.float32) * 0.2
+    var = torch.rand(8, 8, generator=g) * 0.3 + 0.05
+    exact = GaussianPrior(mean, var, basis="pixel")
+    abar = linear_beta_alphas_cumprod()
+    vp = VPEpsilonPrior(_VPNet(_GaussianChannels(mean, var), abar), PriorInfo(name="g", value_kind="real"), abar)
+    for s in (0.0115, 0.012, 0.0135, 0.0165):
+        t = int(vp.timestep(torch.tensor([s]))[0])
+        s_t = float(vp.sigmas[t])
+        assert abs(s_t / s - 1) > 0.01  # a real mismatch: off the grid by more than 1 %
+        x = mean + var.sqrt() * torch.randn(8, 8, generator=g) + s * torch.randn(8, 8, generator=g)
+        got = vp.denoise(x, s)
+        ref = exact.denoise(x, s_t)
+        # float32 round-off only (cancellation in x - s eps, |x| ~ 1): 1e-5 of max |x|
+        assert (got - ref).abs().max() <= 1e-5 * x.abs().max(), f"sigma={s}"
 
 
 # ---------------------------------------------------------------------------
@@ -211,3 +233,76 @@ def test_bundled_file_copied_and_modified_is_rejected(tmp_path):
         f.write(b"\0")
     with pytest.raises(CheckpointError, match="sha256"):
         load_file(copy, sha256=entry["sha256"])
+
+
+# ---------------------------------------------------------------------------
+# inference policy: chunks and bf16
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["brain-mri-complex", "head-ct"])
+def test_bf16_denoising_stays_within_0_05_db_of_float32_where_it_is_used(name):
+    if name not in _bundled():
+        pytest.skip(f"{name} is not bundled in this checkout")
+    from priors.base import FULL_BATCH_FP32, InferencePolicy
+    from priors.registry import BF16_MIN_SIGMA, load
+
+    prior = load(name)
+    assert prior.bf16_min_sigma == BF16_MIN_SIGMA[name]
+    crops = np.load(WEIGHTS / "heldout_crops.npz")
+    x = torch.from_numpy(crops["brain" if prior.info.value_kind == "complex" else "ct"])
+    peak = x.abs().flatten(1).amax(1)
+
+    def psnr(a):
+        return (10 * torch.log10(peak**2 / (a - x).abs().pow(2).flatten(1).mean(1))).mean().item()
+
+    grid = [s for s in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0) if s >= prior.bf16_min_sigma]
+    assert grid, "the threshold leaves no noise level to check"
+    for sigma in grid:
+        y = x + sigma * standard_noise(x, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            prior.inference = FULL_BATCH_FP32
+            ref = prior.denoise(y, sigma)
+            prior.inference = InferencePolicy(chunk=1, bf16=True)
+            low = prior.denoise(y, sigma)
+        assert not torch.equal(low, ref)  # bf16 really ran
+        # the rule the CPU default relies on: 0.05 dB PSNR (worst measured 0.029 dB)
+        assert abs(psnr(low) - psnr(ref)) <= 0.05, f"{name} at sigma {sigma}"
+
+
+def test_below_the_bf16_threshold_the_network_runs_in_float32(tiny_prior_file):
+    from priors.base import FULL_BATCH_FP32, InferencePolicy
+    from priors.registry import load_file
+
+    prior = load_file(tiny_prior_file)
+    prior.bf16_min_sigma = 0.5
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # the untrained net's last layer is zero (output = skip): give it weights
+        for w in prior.net.parameters():
+            w.add_(0.1 * torch.randn(w.shape, generator=g))
+    x = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        prior.inference = InferencePolicy(chunk=1, bf16=True)
+        low_noise, high_noise = prior.denoise(x, 0.1), prior.denoise(x, 1.0)
+        prior.inference = InferencePolicy(chunk=1, bf16=False)
+        ref_low, ref_high = prior.denoise(x, 0.1), prior.denoise(x, 1.0)
+        prior.inference = FULL_BATCH_FP32
+        full = prior.denoise(x, 0.1)
+    prior.inference = InferencePolicy(chunk=1, bf16=True)
+    with torch.enable_grad():                       # gradients through the network (DPS): float32
+        assert torch.equal(prior.denoise(x, 1.0).detach(), ref_high)
+    assert torch.equal(low_noise, ref_low)          # sigma 0.1 < 0.5: float32, bit for bit
+    assert not torch.equal(high_noise, ref_high)    # sigma 1.0 >= 0.5: bf16
+    # bf16 keeps ~3 significant digits: relative error of the network part well under 1e-1
+    assert float((high_noise - ref_high).abs().max()) < 0.1 * float(ref_high.abs().max())
+    # one image per call gives the batch's result up to float32 summation order
+    assert torch.allclose(ref_low, full, atol=1e-5)
+    assert prior.nfe == 6  # one evaluation per call, however many chunks
+
+
+def test_cpu_default_is_one_image_per_call_with_bf16_allowed_and_cuda_full_batch():
+    from priors.base import default_policy
+
+    cpu, gpu = default_policy("cpu"), default_policy("cuda")
+    assert (cpu.chunk, cpu.bf16) == (1, True)
+    assert (gpu.chunk, gpu.bf16) == (None, False)
+    # an unchecked prior never runs in bf16 by default
+    assert math.isinf(GaussianPrior(torch.zeros(4, 4), torch.ones(4, 4), basis="pixel").bf16_min_sigma)

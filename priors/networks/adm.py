@@ -198,7 +198,7 @@ class ResBlock(nn.Module):
     def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
                  use_scale_shift_norm: bool = True, up: bool = False, down: bool = False):
         super().__init__()
-        out_channels = out_channels or channels
+        out_channels = channels if out_channels is None else out_channels
         self.in_layers = nn.Sequential(GroupNorm32(channels), nn.SiLU(),
                                        nn.Conv2d(channels, out_channels, 3, padding=1))
         self.updown = up or down
@@ -287,7 +287,7 @@ class ADMUNet(nn.Module):
 
     def __init__(self, config: ADMConfig | None = None):
         super().__init__()
-        cfg = config or ADMConfig()
+        cfg = ADMConfig() if config is None else config
         self.config = cfg
         mc = cfg.model_channels
         emb_dim = 4 * mc

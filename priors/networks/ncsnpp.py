@@ -257,7 +257,7 @@ class ResnetBlockBigGANpp(nn.Module):
     def __init__(self, in_ch: int, out_ch: int | None, temb_dim: int, up: bool = False, down: bool = False,
                  dropout: float = 0.0, fir_kernel: tuple[int, ...] = (1, 3, 3, 1), skip_rescale: bool = True):
         super().__init__()
-        out_ch = out_ch or in_ch
+        out_ch = in_ch if out_ch is None else out_ch
         self.GroupNorm_0 = _group_norm(in_ch)
         self.Conv_0 = _conv3x3(in_ch, out_ch)
         self.Dense_0 = nn.Linear(temb_dim, out_ch)
@@ -322,7 +322,7 @@ class NCSNpp(nn.Module):
 
     def __init__(self, config: NCSNppConfig | None = None):
         super().__init__()
-        cfg = config or NCSNppConfig()
+        cfg = NCSNppConfig() if config is None else config
         self.config = cfg
         self.register_buffer("sigmas", self.make_sigmas(cfg))
         self.act = nn.SiLU()

@@ -19,6 +19,7 @@ import torch
 
 from operators.base import LinearOperator, inner
 from operators.ct import FanBeam2D, ParallelBeam2D
+from operators.weighted import WeightedOperator
 
 #: ASTRA filter names that need no extra parameter
 FBP_FILTERS = (
@@ -32,7 +33,8 @@ def fbp(sinogram: torch.Tensor, operator: ParallelBeam2D | FanBeam2D, filter: st
 
     Args:
         sinogram: float ``[..., n_angles, n_detectors]`` line integrals.
-        operator: the geometry that produced it (its scaling is ASTRA's, so FBP inverts it).
+        operator: the geometry that produced it (its scaling is ASTRA's, so FBP inverts it); a
+            `WeightedOperator` around one is unwrapped (with its whitened sinogram).
         filter: one of `FBP_FILTERS` (ASTRA's names), ``"ram-lak"`` by default.
 
     Returns:
@@ -42,6 +44,8 @@ def fbp(sinogram: torch.Tensor, operator: ParallelBeam2D | FanBeam2D, filter: st
         ValueError: unknown filter, a sinogram not matching the geometry, or a fan-beam
             geometry on the CPU (ASTRA's CPU FBP supports parallel beam only).
     """
+    if isinstance(operator, WeightedOperator):  # FBP is unweighted: undo the whitening, use the geometry
+        sinogram, operator = operator.unwhiten(sinogram), operator.op
     if not isinstance(operator, (ParallelBeam2D, FanBeam2D)):
         raise TypeError(f"fbp: operator must be ParallelBeam2D or FanBeam2D, got {type(operator).__name__}")
     if filter not in FBP_FILTERS:

@@ -26,7 +26,7 @@ def smooth_phase(shape: tuple[int, int], generator: torch.Generator, max_order: 
     phase = torch.zeros(h, w)
     for i in range(max_order + 1):
         for j in range(max_order + 1 - i):
-            phase = phase + torch.randn((), generator=generator) * y**i * x**j
+            phase = phase + torch.randn((), generator=generator, device=generator.device).item() * y**i * x**j
     return amplitude * phase / phase.abs().max().clamp_min(1e-6)
 
 
@@ -60,5 +60,5 @@ def simulate_multicoil(
     k = fft2c(maps * x.unsqueeze(-3))
     if noise_std > 0:
         scale = noise_std * float(x.abs().max())
-        k = k + scale * torch.complex(torch.randn(k.shape, generator=g), torch.randn(k.shape, generator=g))
+        k = k + scale * torch.complex(torch.randn(k.shape, generator=g, device=g.device), torch.randn(k.shape, generator=g, device=g.device)).to(k.device)
     return k.to(torch.complex64), maps.to(torch.complex64), x

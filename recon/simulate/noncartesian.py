@@ -77,5 +77,5 @@ def simulate_noncartesian(
         maps = birdcage_maps(n_coils, shape).to(image.device)
     op = NonCartesianMRI(maps, trajectory.to(image.device), toeplitz=toeplitz, image_shape=shape)
     clean = op(truth)
-    noise = torch.randn(clean.shape, dtype=torch.complex64, generator=gen).to(clean.device) * noise_std
+    noise = torch.randn(clean.shape, dtype=torch.complex64, generator=gen, device=gen.device).to(clean.device) * noise_std
     return NonCartesianSimulation(clean + noise, truth, maps, op.trajectory, op, noise_std)
