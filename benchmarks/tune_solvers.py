@@ -11,6 +11,18 @@ benchmarks/RESULTS.md.
     python -m benchmarks.tune_solvers --modality mri --methods dds,ccdf --settings random-4x,random-8x \\
         --out benchmarks/results/tuning/mri-dds.jsonl
     python -m benchmarks.tune_solvers --report benchmarks/results/tuning/*.jsonl
+
+Noisy sweeps (``--noise-std 0.002,0.0035,0.007``): each level is a separate simulation of the validation
+slices with complex k-space noise of that std per real/imaginary part (p99(|x|) = 1 images; the noise is
+drawn from the same seed at every level, so levels differ only in amplitude). The posterior samplers are
+then given the true ``sigma_y`` (= the level, in data units) through ``solvers.sample``; ``--baselines``
+adds classical rows (zero-filled, l1-wavelet, ...) run on the same cases; a ``sigma_y`` entry in ``--grid``
+sets the values passed (``null`` = the true level; ``sigma_y=0`` reproduces a sampler that ignores the noise). Records carry
+``noise_std`` and ``sigma_y``, and the report shows one column per (setting, noise level).
+
+    python -m benchmarks.tune_solvers --methods dds --settings random-4x,random-8x \
+        --noise-std 0.002,0.0035,0.007 --grid gamma_scale=0.25,0.5,1.0 --baselines zero-filled,l1-wavelet \
+        --out benchmarks/results/tuning/mri-noise-dds.jsonl
 """
 from __future__ import annotations
 
@@ -37,6 +49,14 @@ SWEEPS: dict[str, dict[str, list[Any]]] = {
     "score-ald": {"step_scale": [0.1, 0.3, 1.0]},
     "dps": {"zeta": [0.3, 1.0, 3.0]},
 }
+# Hyper-parameters whose meaning changes with the measurement noise (swept by --noise-std runs).
+NOISE_SWEEPS: dict[str, dict[str, list[Any]]] = {
+    "dds": {"gamma_scale": [0.25, 0.5, 1.0]},
+    "projection": {"snr": [0.16, 0.32]},
+    "ccdf": {"sigma_start": [0.1, 0.5]},
+    "dps": {"zeta": [0.3, 1.0, 3.0]},
+    "score-ald": {"gamma_scale": [0.5, 1.0]},
+}
 MRI_KSPACE = (144, 120)       # as both benchmark presets
 CT_SIZE = (128, 128)          # as the quick preset
 
@@ -47,10 +67,13 @@ def configurations(method: str, override: dict[str, list[Any]] | None = None) ->
         yield dict(zip(grid.keys(), values))
 
 
-def cases(modality: str, settings: list[str], n: int, device: torch.device) -> list[bench.Case]:
-    """Validation cases: MRI `n` slices per BrainWeb validation subject; CT `n` evenly spaced slices."""
+def cases(modality: str, settings: list[str], n: int, device: torch.device,
+          noise_std: float | None = None) -> list[bench.Case]:
+    """Validation cases: MRI `n` slices per BrainWeb validation subject (k-space noise std `noise_std` per part,
+    default the benchmark's); CT `n` evenly spaced slices."""
     if modality == "mri":
-        sources = bench.brainweb_sources(BRAINWEB_VAL, n, MRI_KSPACE, bench.QUICK.mri_noise_std)
+        noise = bench.QUICK.mri_noise_std if noise_std is None else noise_std
+        sources = bench.brainweb_sources(BRAINWEB_VAL, n, MRI_KSPACE, noise)
         table = {s.name: s for s in bench.MRI_SETTINGS}
         return [bench.mri_case(src, table[name], i, device) for name in settings for i, src in enumerate(sources)]
     idx = [CT_VAL[int(round(j))] for j in np.linspace(0, len(CT_VAL) - 1, n)]
@@ -60,7 +83,8 @@ def cases(modality: str, settings: list[str], n: int, device: torch.device) -> l
 
 
 def _key(rec: dict[str, Any]) -> tuple:
-    return rec["method"], json.dumps(rec["hparams"], sort_keys=True), rec["setting"], rec["case"], rec["nfe_request"]
+    return (rec["method"], json.dumps(rec["hparams"], sort_keys=True), rec["setting"], rec["case"], rec["nfe_request"],
+            rec.get("noise_std"))
 
 
 def sweep(args: argparse.Namespace) -> None:
@@ -101,6 +125,67 @@ def sweep(args: argparse.Namespace) -> None:
                       f"PSNR {rec['psnr']:.2f}  nfe {rec['nfe']}  {rec['wall_s']:.0f} s", flush=True)
 
 
+def execute_noisy(method: str, hp: dict[str, Any], case: bench.Case, settings: MethodSettings, nfe: int | None,
+                  sigma_y: float) -> bench.Outcome:
+    """`bench.execute` for a posterior sampler given the measurement noise std `sigma_y` (data units)."""
+    import time
+
+    import solvers
+
+    p = case.problem
+    t0 = time.perf_counter()
+    post = solvers.sample(method, p.op, p.y, settings.prior, n_samples=settings.n_samples, nfe=nfe,
+                          seed=settings.seed, progress=False, sigma_y=sigma_y, **hp)
+    wall = time.perf_counter() - t0
+    mean = case.display(post.mean).float().cpu().numpy()
+    std = case.display(post.samples).float().std(0).cpu().numpy() if post.samples.shape[0] > 1 else None
+    return bench.Outcome(mean, std, int(post.nfe), wall, float(post.network_time), 0.0, 0.0, "not measured")
+
+
+def noisy_sweep(args: argparse.Namespace) -> None:
+    """The sweep at each level of ``--noise-std``, samplers given sigma_y, plus ``--baselines`` rows."""
+    from priors.registry import load
+
+    if args.modality != "mri":
+        raise SystemExit("--noise-std applies to MRI (CT noise is set by the photon count of a CT setting)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = set()
+    if args.resume and out.exists():
+        done = {_key(json.loads(line)) for line in out.read_text().splitlines() if line.strip()}
+    prior = load("brain-mri-complex")
+    settings = MethodSettings(prior=prior, n_samples=args.samples, seed=0, progress=False)
+    override = parse_grid(args.grid)
+    sy_override = override.pop("sigma_y", None)
+    baselines = [b for b in (args.baselines or "").split(",") if b]
+    for noise in [float(v) for v in args.noise_std.split(",")]:
+        all_cases = cases("mri", args.settings.split(","), args.slices, torch.device("cpu"), noise_std=noise)
+        jobs: list[tuple[str, dict[str, Any], float | None]] = [(b, {}, None) for b in baselines]
+        for method in args.methods.split(","):
+            grid = {**NOISE_SWEEPS.get(method, {}), **override}
+            for values in itertools.product(*grid.values()):
+                hp = dict(zip(grid.keys(), values))
+                jobs += [(method, hp, noise if sy is None else sy) for sy in (sy_override or [None])]
+        for method, hp, sigma_y in jobs:
+            for case in all_cases:
+                hp_rec = hp if sigma_y is None or sigma_y == noise else {**hp, "sigma_y": sigma_y}
+                rec0 = {"method": method, "hparams": hp_rec, "setting": case.setting, "case": case.name,
+                        "nfe_request": args.nfe if sigma_y is not None else None, "noise_std": noise}
+                if _key(rec0) in done:
+                    continue
+                run = bench.MethodRun(method, method, args.nfe if sigma_y is not None else None, tuple(hp.items()))
+                if sigma_y is None:
+                    o = bench.execute(run, case, settings)
+                else:
+                    o = execute_noisy(method, hp, case, settings, args.nfe, sigma_y)
+                rec, _ = bench.score(run, case, o)
+                rec.update(rec0, sigma_y=sigma_y)
+                with out.open("a") as f:
+                    f.write(json.dumps(rec) + "\n")
+                print(f"noise {noise:<7g} {method:<11} {json.dumps(hp_rec):<32} {case.setting:<10} {case.name:<16} "
+                      f"PSNR {rec['psnr']:.2f}  nfe {rec['nfe']}  {rec['wall_s']:.0f} s", flush=True)
+
+
 def parse_grid(items: list[str] | None) -> dict[str, list[Any]]:
     """``["cg_iters=5,10", "eta=0.85"]`` -> ``{"cg_iters": [5, 10], "eta": [0.85]}`` (values read as JSON)."""
     out: dict[str, list[Any]] = {}
@@ -119,10 +204,11 @@ def report(files: list[str], append: bool) -> str:
     settings: list[str] = []
     for r in recs:
         key = (r["modality"], r["method"], json.dumps(r["hparams"], sort_keys=True))
-        groups[key][r["setting"]].append((r["psnr"], r["ssim"]))
+        col = r["setting"] if r.get("noise_std") is None else f"{r['setting']} noise {r['noise_std']:g}"
+        groups[key][col].append((r["psnr"], r["ssim"]))
         meta.setdefault(key, {"nfe": r["nfe"], "wall": []})["wall"].append(r["wall_s"])
-        if r["setting"] not in settings:
-            settings.append(r["setting"])
+        if col not in settings:
+            settings.append(col)
     lines = ["| modality | method | hyper-parameters | NFE | " + " | ".join(settings) + " | s / run |",
              "|---|---|---|---:|" + "---:|" * len(settings) + "---:|"]
     for key in sorted(groups, key=lambda k: (k[0], k[1], tuple(json.loads(k[2]).values()))):
@@ -158,6 +244,9 @@ def main() -> None:
                     help="replace one hyper-parameter's grid (repeatable; applies to every method swept)")
     ap.add_argument("--nfe", type=int, default=None, help="override every method's default NFE")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--noise-std", default=None,
+                    help="MRI: comma-separated k-space noise stds per part; samplers get sigma_y = the level")
+    ap.add_argument("--baselines", default=None, help="with --noise-std: classical methods to run on the same cases")
     ap.add_argument("--out", default="benchmarks/results/tuning/sweep.jsonl")
     ap.add_argument("--resume", action="store_true", help="skip runs already in --out")
     ap.add_argument("--report", nargs="+", metavar="JSONL", help="summarise these files instead of sweeping")
@@ -168,6 +257,9 @@ def main() -> None:
         return
     torch.set_num_threads(a.threads)
     a.settings = a.settings or ("random-8x" if a.modality == "mri" else "sparse-60")
+    if a.noise_std:
+        noisy_sweep(a)
+        return
     sweep(a)
 
 

@@ -143,6 +143,9 @@ class Sampler:
         nfe = self.default_nfe if nfe is None else int(nfe)
         if nfe < 1:
             raise SolverError(f"{self.name}: nfe must be >= 1, got {nfe}")
+        if not sigma_y >= 0:
+            raise SolverError(f"{self.name}: sigma_y (measurement noise std per real/imaginary part, data units) "
+                              f"must be >= 0, got {sigma_y}")
         n_steps = self.steps_for_nfe(nfe)
         t_start = time.perf_counter()
         if scale is None:

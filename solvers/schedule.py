@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .loop import SolverError
+
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, n: int) -> torch.Tensor:
     """``sigma_i = sigma_max (sigma_min / sigma_max)^(i / (n - 1))``, i = 0..n-1 (NCSN / score SDE). float64 [n]."""
@@ -24,3 +26,16 @@ def karras_sigmas(sigma_max: float, sigma_min: float, n: int, rho: float = 7.0) 
 def with_final_zero(sigmas: torch.Tensor) -> torch.Tensor:
     """Append sigma = 0, so step i goes from sigmas[i] to sigmas[i + 1] and the last step lands on x0."""
     return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+def noise_range(sigma_max: float | None, sigma_min: float | None, default_max: float, default_min: float,
+                method: str = "sampler") -> tuple[float, float]:
+    """(sigma_max, sigma_min) with None meaning the default (the prior's trained range); 0.0 is a value, not unset.
+
+    Raises SolverError unless ``0 < sigma_min < sigma_max``.
+    """
+    hi = default_max if sigma_max is None else float(sigma_max)
+    lo = default_min if sigma_min is None else float(sigma_min)
+    if not 0 < lo < hi:
+        raise SolverError(f"{method}: need 0 < sigma_min < sigma_max, got sigma_min={lo}, sigma_max={hi}")
+    return hi, lo

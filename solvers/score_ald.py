@@ -6,11 +6,14 @@ Langevin steps
 
     x <- x + a_i [ score(x, sigma_i) - A^H (A x - y) / (sigma_y^2 + gamma_i^2) ] + sqrt(2 a_i) z,
     a_i = step_scale * sigma_i^2          (Jalal et al.'s eps * sigma_i^2 / sigma_L^2, with step_scale = eps / sigma_L^2)
-    gamma_i = gamma_scale * sigma_i * ||A||
+    gamma_i^2 = gamma_scale^2 (sigma_i^2 - sigma_L^2) ||A||^2
 
 gamma follows the noise level: the residual A x_i - y of an image at noise level sigma_i has std about
-sigma_i ||A|| on top of the measurement noise, so the likelihood is annealed with it and reaches the true
-likelihood (variance sigma_y^2) at the end. NFE = n_levels * steps_per_level.
+sigma_i ||A|| on top of the measurement noise, so the likelihood is annealed with it; gamma_L = 0, so at the
+last level the likelihood is the true one (variance sigma_y^2). Only when sigma_y < gamma_scale sigma_L ||A||
+(noiseless or nearly noiseless data) is the variance floored at (gamma_scale sigma_L ||A||)^2 at every level
+(`dc.likelihood_variance`): a Langevin step a_L = step_scale sigma_L^2 on a sharper likelihood is unstable.
+NFE = n_levels * steps_per_level.
 
 Default step_scale = 1.0, chosen on validation data (BrainWeb 49/50, random 8x, 600 NFE: 0.1 / 0.3 / 1.0 gave
 20.9 / 21.7 / 22.4 dB; benchmarks/RESULTS.md). The score term alone is stable for step_scale < 2; with few
@@ -26,7 +29,7 @@ import torch
 
 from . import dc as dcs
 from .loop import Context, Sampler, SolverError
-from .schedule import geometric_sigmas
+from .schedule import geometric_sigmas, noise_range
 
 
 @dataclass
@@ -48,13 +51,20 @@ class ScoreALD(Sampler):
         return nfe // self.steps_per_level
 
     def sigmas(self, ctx: Context, n_steps: int) -> torch.Tensor:
-        lev = geometric_sigmas(self.sigma_max or ctx.prior.info.sigma_max, self.sigma_min or ctx.prior.info.sigma_min, n_steps)
+        info = ctx.prior.info
+        lev = geometric_sigmas(*noise_range(self.sigma_max, self.sigma_min, info.sigma_max, info.sigma_min, self.name),
+                               n_steps)
         return torch.cat([lev, lev[-1:]])
+
+    def likelihood_variance(self, ctx: Context, sigma: float) -> float:
+        """Per-part variance of the annealed likelihood at level sigma (`dc.likelihood_variance`)."""
+        info = ctx.prior.info
+        _, lo = noise_range(self.sigma_max, self.sigma_min, info.sigma_max, info.sigma_min, self.name)
+        return dcs.likelihood_variance(sigma, lo, ctx.sigma_y, ctx.op_norm2, self.gamma_scale)
 
     def step(self, ctx: Context, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
         a = self.step_scale * sigma**2
-        gamma2 = (self.gamma_scale * sigma) ** 2 * ctx.op_norm2
-        weight = 1.0 / (ctx.sigma_y**2 + gamma2)
+        weight = 1.0 / self.likelihood_variance(ctx, sigma)
         for _ in range(self.steps_per_level):
             score = (ctx.denoise(x, sigma) - x) / sigma**2
             grad = score - weight * dcs.likelihood_gradient(ctx.op, x, ctx.y)
