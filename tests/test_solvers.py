@@ -16,21 +16,17 @@ import torch
 
 import solvers
 from operators import LinearOperator, MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
-from priors.base import GaussianPrior, PriorInfo, PriorMismatchError, standard_noise
+from priors.base import GaussianPrior, PriorInfo, PriorMismatchError
 from solvers import SolverError
+from tests.test_solvers_noise import SIGMA_Y, noisy_gaussian_case, spectrum
 
 N_PIX = 16
 N_SAMPLES = 256
 
 
-def _spectrum(n: int = N_PIX) -> torch.Tensor:
-    ky, kx = torch.meshgrid(torch.arange(n) - n // 2, torch.arange(n) - n // 2, indexing="ij")
-    return 4.0 / (1 + (ky**2 + kx**2).double())
-
-
 @pytest.fixture(scope="module")
 def noiseless_case():
-    var = _spectrum()
+    var = spectrum()
     prior = GaussianPrior(torch.zeros(N_PIX, N_PIX, dtype=torch.complex64), var.float())
     g = torch.Generator().manual_seed(1)
     x0 = prior.sample(1, g)[0]
@@ -43,30 +39,9 @@ def noiseless_case():
 
 @pytest.fixture(scope="module")
 def noisy_case():
-    var = _spectrum()
-    g = torch.Generator().manual_seed(1)
-    prior64 = GaussianPrior(torch.zeros(N_PIX, N_PIX, dtype=torch.complex128), var)
-    x0 = prior64.sample(1, g)[0]
-    yy, xx = torch.meshgrid(torch.linspace(-1, 1, N_PIX), torch.linspace(-1, 1, N_PIX), indexing="ij")
-    maps = torch.stack([torch.exp(-((yy - a) ** 2 + (xx - b) ** 2)) * torch.exp(1j * (a * xx + b * yy))
-                        for a, b in [(-1, -1), (-1, 1), (1, -1), (1, 1)]]).to(torch.complex128)
-    maps = maps / maps.abs().pow(2).sum(0).sqrt()
-    mask = (torch.rand(N_PIX, N_PIX, generator=g) < 0.35).double()
-    op = MultiCoilMRI(maps, mask)
-    sigma_y = 0.1
-    y = op(x0) + sigma_y * standard_noise(op(x0), g)
-    # dense posterior of a circular complex Gaussian: covariances are 2x the per-part variances
-    n = N_PIX**2
-    basis = torch.eye(n, dtype=torch.complex128).reshape(n, N_PIX, N_PIX)
-    a = op(basis).reshape(n, -1).T
-    f = fft2c(basis).reshape(n, -1).T
-    cov = 2 * f.conj().T @ torch.diag(var.flatten().to(torch.complex128)) @ f
-    cov_post = torch.linalg.inv(torch.linalg.inv(cov) + a.conj().T @ a / (2 * sigma_y**2))
-    mean = (cov_post @ (a.conj().T @ y.flatten()) / (2 * sigma_y**2)).reshape(N_PIX, N_PIX)
-    std = (torch.diagonal(cov_post).real / 2).sqrt().reshape(N_PIX, N_PIX)
-    prior = GaussianPrior(torch.zeros(N_PIX, N_PIX, dtype=torch.complex64), var.float())
-    op32 = MultiCoilMRI(maps.to(torch.complex64), mask.float())
-    return op32, y.to(torch.complex64), prior, sigma_y, mean, std
+    """The noisy multi-coil closed-form case of tests/test_solvers_noise.py (sigma_y = 0.1)."""
+    op, y, prior, mean, std, _ = noisy_gaussian_case(SIGMA_Y)
+    return op, y, prior, SIGMA_Y, mean, std
 
 
 def _errors(samples: torch.Tensor, mean: torch.Tensor, std) -> tuple[float, float]:
