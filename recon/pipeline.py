@@ -209,6 +209,17 @@ def _run_methods(index: int, problem: MRIProblem | CTProblem, cfg: ReconstructCo
             methods[m].errors[index] = describe_error(e)
 
 
+def _attempt(result: VolumeResult, index: int, path: Path, fn: Callable[[], Any]) -> Any:
+    """``fn()``, or None with the failure recorded against slice `index` (one bad slice loses only itself)."""
+    try:
+        return fn()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # noqa: BLE001 - reported per slice, the volume goes on
+        result.slice_errors[index] = describe_error(e, path)
+        return None
+
+
 def _finish(result: VolumeResult, path: Path) -> VolumeResult:
     if not result.slices:
         detail = "; ".join(f"slice {i}: {msg}" for i, msg in result.slice_errors.items())
@@ -269,13 +280,10 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodSettings) -
         refs, zfs, masks, maps, noise = [], [], [], [], []
         problem = None
         for i in tqdm(slices, desc=path.stem, disable=cfg.quiet, leave=False):
-            try:
-                problem, scale = _prepare_mri(vol, i, cfg)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as e:  # noqa: BLE001 - one bad slice must not lose the others
-                result.slice_errors[i] = describe_error(e, path)
+            prepared = _attempt(result, i, path, lambda: _prepare_mri(vol, i, cfg))
+            if prepared is None:
                 continue
+            problem, scale = prepared
             result.slices.append(i)
             zfs.append(problem.zero_filled().double().cpu().numpy() * scale)
             refs.append(None if problem.reference is None else problem.reference.double().cpu().numpy() * scale)
@@ -329,6 +337,14 @@ def _ct_source(path: Path, cfg: ReconstructConfig) -> tuple[list[int], Callable[
     return _slice_range(n, cfg.slices, path), simulated, info, n
 
 
+def _ct_slice(build: Callable[[int], CTProblem], i: int) -> tuple[CTProblem, np.ndarray]:
+    """Slice `i`'s problem and its FBP in HU."""
+    problem = build(i)
+    if not bool(torch.isfinite(problem.y).all()):
+        raise SliceError("the sinogram holds non-finite values")
+    return problem, problem.to_hu(run_method("fbp", problem, MethodSettings()).mean).cpu().numpy()
+
+
 def run_ct_file(path: Path, cfg: ReconstructConfig, settings: MethodSettings) -> VolumeResult:
     from tqdm.auto import tqdm
 
@@ -336,18 +352,11 @@ def run_ct_file(path: Path, cfg: ReconstructConfig, settings: MethodSettings) ->
     methods = {m: MethodVolume() for m in cfg.solvers}
     result = VolumeResult(path.stem, "ct", [], None, ("fbp", np.zeros(0)), methods, {}, info, n_slices_file=n_file)
     refs, fbps, sinos = [], [], []
-    settings_fbp = MethodSettings()
     for i in tqdm(slices, desc=path.stem, disable=cfg.quiet, leave=False):
-        try:
-            problem = build(i)
-            if not bool(torch.isfinite(problem.y).all()):
-                raise SliceError("the sinogram holds non-finite values")
-            fbp = problem.to_hu(run_method("fbp", problem, settings_fbp).mean).cpu().numpy()
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as e:  # noqa: BLE001 - one bad slice must not lose the others
-            result.slice_errors[i] = describe_error(e, path)
+        built = _attempt(result, i, path, lambda: _ct_slice(build, i))
+        if built is None:
             continue
+        problem, fbp = built
         result.slices.append(i)
         fbps.append(fbp)
         refs.append(None if problem.reference_hu is None else problem.reference_hu.cpu().numpy())
