@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,7 @@ from recon.ct_problem import HU_RANGE, CTProblem, CTSpec, metric_image, simulate
 from operators.fft import ifft2c, rss
 from recon.io import FastMRIFormatError, center_crop, load_fastmri
 from recon.methods import MethodSettings, run_method
+from recon.noise import NoiseEstimationWarning, rescale_record
 from recon.outputs import export_dicom, export_nifti, write_json, write_panel, write_result_h5
 from recon.problem import MaskSpec, MRIProblem, prepare_mri_slice
 from solvers.posterior import Posterior
@@ -258,9 +260,11 @@ def _prepare_mri(vol, i: int, cfg: ReconstructConfig) -> tuple[MRIProblem, float
     target = vol.target[i] if vol.target is not None else None
     scale = intensity_scale(kspace)
     noise_std = None if cfg.noise_std is None else cfg.noise_std / scale
-    problem = prepare_mri_slice(kspace / scale, vol.header, cfg.mask,
-                                target=None if target is None else target / scale, device=cfg.device,
-                                n_maps=cfg.n_maps, noise_std=noise_std)
+    with warnings.catch_warnings():  # a noise-estimation fallback is reported per slice, with the file
+        warnings.simplefilter("ignore", NoiseEstimationWarning)
+        problem = prepare_mri_slice(kspace / scale, vol.header, cfg.mask,
+                                    target=None if target is None else target / scale, device=cfg.device,
+                                    n_maps=cfg.n_maps, noise_std=noise_std)
     if problem.retrospective and problem.acceleration <= 1.0:
         raise SliceError(f"--accel {cfg.mask.acceleration:g} keeps every one of the acquired phase lines "
                          "(acceleration 1): there is nothing to reconstruct; use a larger --accel")
@@ -288,7 +292,10 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodSettings) -
             zfs.append(problem.zero_filled().double().cpu().numpy() * scale)
             refs.append(None if problem.reference is None else problem.reference.double().cpu().numpy() * scale)
             masks.append(problem.mask.cpu().numpy())
-            noise.append({"slice": i, "noise_std": problem.noise_std * scale, **(problem.noise or {})})
+            record = {k: v for k, v in (rescale_record(problem.noise, scale) or {}).items() if k != "coil_cov"}
+            noise.append({"slice": i, "noise_std": problem.noise_std * scale, **record})
+            if record.get("warning"):
+                result.warnings.append(f"slice {i}: {record['warning']}")
             if cfg.save_maps:
                 maps.append(problem.maps.cpu().numpy())
             _run_methods(i, problem, cfg, settings, methods, _mri_display(problem, scale))

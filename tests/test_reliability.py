@@ -484,3 +484,18 @@ def test_export_of_a_tiny_ct_slice_is_a_clear_error(tmp_path, capsys):
               "--export", "nifti,dicom", "--quiet"])
     assert rc == 1
     assert "slice 0: image 7 x 5 is too small" in capsys.readouterr().err
+
+
+def test_noise_std_given_or_unestimable_is_reported_in_file_units(tmp_path, capsys):
+    img = resize(shepp_logan_phantom(), (N, N), anti_aliasing=True).astype(np.float32)
+    k, _, _ = simulate_multicoil(torch.from_numpy(img[None]), n_coils=4, noise_std=0.0, seed=0)
+    src = write_fastmri(tmp_path / "in" / "clean.h5", k.numpy() * 1e3)
+    out = tmp_path / "out"
+    assert cli(["reconstruct", str(src), "--out", str(out), *FAST]) == 0
+    err = capsys.readouterr().err
+    s = _json(out / "clean.json")
+    assert s["noise_std"] == 0.0 and s["noise"][0]["fallback"]
+    assert f"warning: {src}: slice 0:" in err and any(w.startswith("slice 0:") for w in s["warnings"])
+    assert cli(["reconstruct", str(src), "--out", str(tmp_path / "given"), *FAST, "--noise-std", "0.5"]) == 0
+    given = _json(tmp_path / "given" / "clean.json")
+    assert given["noise_std"] == pytest.approx(0.5, rel=1e-6) and given["noise"][0].get("method") is None

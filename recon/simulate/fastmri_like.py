@@ -36,8 +36,8 @@ class FastMRILikeSpec:
         n_coils: receive coils.
         oversample: readout oversampling factor (2 as fastMRI brain and knee files; 1 = none).
         noise_rel: noise std per real/imag part (the same in k-space and in each coil image: orthonormal
-            FFT) relative to the 99th percentile of the noiseless RSS image. The default 0.017 is what the
-            real 8-coil T1 file shows (noise std 8.0 from its outer readout lines, RSS p99 476).
+            FFT) relative to the 99th percentile of the noiseless RSS image. The default 0.0147 is what the
+            real 8-coil T1 file shows (noise std 7.0 estimated by `recon.noise`, RSS p99 476).
         correlation: noise correlation between neighbouring coils (0 = independent coils).
         seed: seeds anatomy texture, phase, coil noise.
     """
@@ -46,7 +46,7 @@ class FastMRILikeSpec:
     n_slices: int = 8
     n_coils: int = 16
     oversample: int = 2
-    noise_rel: float = 0.017
+    noise_rel: float = 0.0147
     correlation: float = 0.2
     seed: int = 0
 
