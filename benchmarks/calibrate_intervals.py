@@ -21,31 +21,12 @@ import h5py
 import numpy as np
 
 from recon import intervals as iv
-from recon.cli import main as cli
+from benchmarks.user_path import make_files, reconstruct
 
 
-def make_files(folder: Path, subjects: list[int], n_slices: int) -> list[Path]:
-    from recon.simulate.fastmri_like import FastMRILikeSpec, write_volume
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for s in subjects:
-        p = folder / f"brainweb{s:02d}_t1w_{n_slices}sl.h5"
-        if not p.exists():
-            write_volume(p, s, FastMRILikeSpec(n_slices=n_slices))
-        paths.append(p)
-    return paths
-
-
-def reconstruct(files: list[Path], out: Path, methods: list[str], accel: float, prior: str | None,
-                extra: list[str] = ()) -> None:
-    argv = ["reconstruct", *map(str, files), "--out", str(out), "--solver", ",".join(methods), "--accel", str(accel),
-            "--quiet", *extra]
-    if prior:
-        argv += ["--prior", prior]
-    rc = cli(argv)
-    if rc != 0:
-        raise RuntimeError(f"recon reconstruct exited {rc} for {out}")
+def reconstruct_dds(files: list[Path], out: Path, methods: list[str], accel: float, prior: str | None,
+                    extra: list[str] = ()) -> None:
+    reconstruct(files, out, ",".join(methods), "random", accel, [*(["--prior", prior] if prior else []), *extra])
 
 
 def collect(out: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -101,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     for accel in a.accels:
         band = iv.accel_band(accel)
         extra = ["--samples", "2", "--nfe", "5"] if a.smoke else []
-        reconstruct(val, a.work / f"val-R{accel:g}", a.methods, accel, a.prior, extra)
-        reconstruct(test, a.work / f"test-R{accel:g}", a.methods, accel, a.prior, extra)
+        reconstruct_dds(val, a.work / f"val-R{accel:g}", a.methods, accel, a.prior, extra)
+        reconstruct_dds(test, a.work / f"test-R{accel:g}", a.methods, accel, a.prior, extra)
         for m in a.methods:
             mean, std, ref = collect(a.work / f"val-R{accel:g}", m)
             try:
