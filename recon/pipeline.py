@@ -77,11 +77,23 @@ def source_record(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
+def _written_by_us(path: Path) -> bool:
+    """True for an HDF5 file that `write_outputs` wrote (it carries our `settings_hash` attribute)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "settings_hash" in f.attrs and "software_version" in f.attrs
+    except OSError:
+        return False
+
+
 def completed_state(out_dir: Path, name: str, source: dict[str, Any], settings_hash: str) -> str:
     """"complete" when NAME's outputs exist and were made from this input with these settings;
     "missing" (some output absent or unreadable), "settings" (other settings or a changed input file),
-    or "other-source" (another input file of the same name)."""
+    "other-source" (another input file of the same name), or "foreign" (OUT/NAME.h5 exists and was not
+    written by `recon reconstruct`: never overwritten)."""
     paths = output_paths(out_dir, name)
+    if paths["h5"].exists() and not _written_by_us(paths["h5"]):
+        return "foreign"
     if not all(p.exists() for p in paths.values()):
         return "missing"
     try:

@@ -499,3 +499,13 @@ def test_noise_std_given_or_unestimable_is_reported_in_file_units(tmp_path, caps
     assert cli(["reconstruct", str(src), "--out", str(tmp_path / "given"), *FAST, "--noise-std", "0.5"]) == 0
     given = _json(tmp_path / "given" / "clean.json")
     assert given["noise_std"] == pytest.approx(0.5, rel=1e-6) and given["noise"][0].get("method") is None
+
+
+def test_a_foreign_file_with_an_output_name_is_never_overwritten(tmp_path, capsys):
+    raw = _mri(tmp_path / "out" / "case.h5")  # someone's raw file sits where an output would go
+    before = _sha(raw)
+    src = _mri(tmp_path / "in" / "case.h5", n_slices=1)
+    for extra in ([], ["--overwrite"]):
+        assert cli(["reconstruct", str(src), "--out", str(tmp_path / "out"), *FAST, *extra]) == 1
+        assert "was not written by recon reconstruct" in capsys.readouterr().err
+    assert _sha(raw) == before and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case.h5"]

@@ -325,6 +325,10 @@ def _process(path: Path, modality: str, args: argparse.Namespace, cfg, settings_
     with lock:
         remove_stale_temporaries(args.out, name)
         state = completed_state(args.out, name, source_record(path), cfg.settings_hash)
+        if state == "foreign":
+            report_error(path, f"{args.out / name}.h5 exists and was not written by recon reconstruct (raw data?); "
+                               "it is never overwritten: choose another --out")
+            return 1
         if state == "other-source" and not args.overwrite:
             report_error(path, f"{args.out / name}.json holds the results of another input named {path.name}; "
                                "use another --out (or --overwrite to replace them)")
