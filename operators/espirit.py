@@ -178,8 +178,8 @@ def espirit_maps(
     return res.maps[0] if n_maps == 1 else res.maps
 
 
-def _hankel(calib: np.ndarray, kernel: int) -> np.ndarray:
-    """Calibration matrix: every k x k patch of calib [C, h, w] -> [patches, C * k * k]."""
+def calibration_matrix(calib: np.ndarray, kernel: int) -> np.ndarray:
+    """Calibration (block-Hankel) matrix: every k x k patch of calib [C, h, w] -> [patches, C * k * k]."""
     c, h, w = calib.shape
     win = np.lib.stride_tricks.sliding_window_view(calib, (kernel, kernel), axis=(1, 2))  # [C, h', w', k, k]
     return win.transpose(1, 2, 0, 3, 4).reshape((h - kernel + 1) * (w - kernel + 1), c * kernel * kernel)
@@ -197,7 +197,7 @@ def image_space_gram(ksp: np.ndarray, calib: tuple[int, int], kernel: int, thres
     ch, cw = calib
     top, left = (h - ch + 1) // 2, (w - cw + 1) // 2
     block = ksp[:, top: top + ch, left: left + cw]
-    _, s, vh = np.linalg.svd(_hankel(block, kernel), full_matrices=False)
+    _, s, vh = np.linalg.svd(calibration_matrix(block, kernel), full_matrices=False)
     vh = vh[s > thresh * s.max()]
     kernels = torch.from_numpy(np.ascontiguousarray(vh.reshape(len(vh), n_coils, kernel, kernel)))
     gram = torch.zeros(h, w, n_coils, n_coils, dtype=torch.complex128)

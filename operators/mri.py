@@ -11,6 +11,8 @@ Masks are real, 1D ``[W]`` (phase-encode lines, broadcast over the readout ``H``
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .base import LinearOperator, OperatorShapeError
@@ -89,9 +91,7 @@ class MultiCoilMRI(LinearOperator):
     # time (2-core CPU). Each element is computed on its own and the results are stacked.
     def _per_item(self, fn, t: torch.Tensor, in_dims: int) -> torch.Tensor:
         lead = t.shape[: t.dim() - in_dims]
-        n = 1
-        for d in lead:
-            n *= d
+        n = math.prod(lead)
         if n <= 1 or t.device.type != "cpu":
             return fn(t)
         flat = t.reshape(n, *t.shape[t.dim() - in_dims:])

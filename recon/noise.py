@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from operators.espirit import acs_region, calibration_matrix
 from operators.fft import ifft2c
 
 #: estimators, in the order `estimate_noise` tries them by default
@@ -229,30 +230,13 @@ def background_noise(k: torch.Tensor, box: int = 5, min_fraction: float = 0.005,
 
 
 def _calib_block(k: torch.Tensor, max_width: int) -> torch.Tensor:
-    """The fully sampled centre: all readout rows x up to `max_width` contiguous centre lines (1D sampling),
-    else the largest fully sampled centred square."""
-    pattern, (c, h, w) = _pattern(k), k.shape
-    cols, cw = pattern.all(0), w // 2
-    if bool(cols[cw]):
-        lo, hi = cw, cw + 1
-        while lo > 0 and bool(cols[lo - 1]):
-            lo -= 1
-        while hi < w and bool(cols[hi]):
-            hi += 1
-        lo = max(lo, min(cw - max_width // 2, hi - max_width))
-        return k[:, :, lo: min(hi, lo + max_width)]
-    ch, s = h // 2, 0
-    while s + 2 <= min(h, w, max_width) and bool(pattern[ch - (s + 2) // 2: ch + (s + 2) // 2,
-                                                         cw - (s + 2) // 2: cw + (s + 2) // 2].all()):
-        s += 2
-    return k[:, ch - s // 2: ch + s // 2, cw - s // 2: cw + s // 2]
-
-
-def _hankel(block: torch.Tensor, kw: int) -> torch.Tensor:
-    """block complex [C, R, W] -> calibration matrix [(R-kw+1)(W-kw+1), C kw^2] (rows: kw x kw patches)."""
-    p = block.unfold(1, kw, 1).unfold(2, kw, 1)                     # [C, R', W', kw, kw]
-    c, r, w = p.shape[:3]
-    return p.permute(1, 2, 0, 3, 4).reshape(r * w, c * kw * kw)
+    """The fully sampled centre found by `operators.espirit.acs_region`: all its readout rows (at most
+    `max_width` for 2D sampling) x at most `max_width` of its lines, centred."""
+    (c, h, w), (rows, lines) = k.shape, acs_region(_pattern(k))
+    rows = rows if rows == h else min(rows, max_width)
+    lines = min(lines, max_width)
+    top, left = (h - rows + 1) // 2, (w - lines + 1) // 2
+    return k[:, top: top + rows, left: left + lines]
 
 
 def _edge_rank(lam: torch.Tensor, beta: float, slack: float = 1.05) -> int:
@@ -308,7 +292,7 @@ def calibration_noise(k: torch.Tensor, kernel: int = 6, max_width: int = 32, ite
         raise _NotApplicable(f"fully sampled centre {r}x{w} too small for a calibration matrix with 2x as many "
                              f"patches as kernel entries (even 3x3 kernels, {c} coils)")
     kernel = kw
-    a = _hankel(block, kernel)
+    a = torch.from_numpy(calibration_matrix(block.numpy(), kernel))
     g = a.conj().T @ a / m
     lam0 = torch.linalg.eigvalsh(g)
     if float(lam0[: n // 4].median()) <= NOISE_FREE_REL**2 * float(lam0.mean()):
