@@ -53,6 +53,11 @@ def _centred_run(line: np.ndarray) -> int:
     return 0
 
 
+def sampled_pattern(kspace: torch.Tensor) -> torch.Tensor:
+    """Where any coil has data: k-space complex [C, H, W] -> bool [H, W]."""
+    return kspace.abs().sum(0) > 0
+
+
 def acs_region(sampled: np.ndarray | torch.Tensor) -> tuple[int, int]:
     """Size ``(rows, lines)`` of the fully sampled centre block of a sampling pattern bool [H, W].
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from operators.espirit import CalibrationError, acs_region, espirit
+from operators.espirit import CalibrationError, acs_region, espirit, sampled_pattern
 from operators.fft import fft2c
 from operators.nlinv import nlinv
 
@@ -75,7 +75,7 @@ class Calibration:
 
 def _pattern(y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
-        return y.abs().sum(0) > 0
+        return sampled_pattern(y)
     m = mask.to(y.device) > 0
     return m.expand(y.shape[-2:]) if m.dim() == 1 else m
 

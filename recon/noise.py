@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from operators.espirit import acs_region, calibration_matrix
+from operators.espirit import acs_region, calibration_matrix, sampled_pattern
 from operators.fft import ifft2c
 
 #: estimators, in the order `estimate_noise` tries them by default
@@ -170,18 +170,14 @@ def _floor(e: torch.Tensor, rel_sd: float, lower: float = 0.25, tau: float = 4.0
     return sel
 
 
-def _pattern(k: torch.Tensor) -> torch.Tensor:
-    return k.abs().sum(0) > 0
-
-
 def _line_columns(k: torch.Tensor) -> torch.Tensor:
     """bool [W]: phase columns sampled along the whole readout."""
-    return _pattern(k).all(0)
+    return sampled_pattern(k).all(0)
 
 
 def _fully_sampled(k: torch.Tensor) -> bool:
     """Every column between the first and last sampled one is sampled along the whole readout."""
-    cols = _pattern(k).any(0).nonzero().flatten()
+    cols = sampled_pattern(k).any(0).nonzero().flatten()
     return len(cols) > 0 and bool(_line_columns(k)[int(cols[0]): int(cols[-1]) + 1].all())
 
 
@@ -219,7 +215,7 @@ def background_noise(k: torch.Tensor, box: int = 5, min_fraction: float = 0.005,
     c, h, w = k.shape
     if not _fully_sampled(k):
         raise _NotApplicable("undersampled: aliasing fills the image background")
-    f = float(_pattern(k).double().mean())
+    f = float(sampled_pattern(k).double().mean())
     img = ifft2c(k.to(torch.complex128)).reshape(c, -1)
     energy = _box(img.abs().pow(2).sum(0).reshape(h, w), box).flatten()
     idx = torch.arange(h * w) if region is None else region.flatten().nonzero().flatten()
@@ -232,7 +228,7 @@ def background_noise(k: torch.Tensor, box: int = 5, min_fraction: float = 0.005,
 def _calib_block(k: torch.Tensor, max_width: int) -> torch.Tensor:
     """The fully sampled centre found by `operators.espirit.acs_region`: all its readout rows (at most
     `max_width` for 2D sampling) x at most `max_width` of its lines, centred."""
-    (c, h, w), (rows, lines) = k.shape, acs_region(_pattern(k))
+    (c, h, w), (rows, lines) = k.shape, acs_region(sampled_pattern(k))
     rows = rows if rows == h else min(rows, max_width)
     lines = min(lines, max_width)
     top, left = (h - rows + 1) // 2, (w - lines + 1) // 2
@@ -327,7 +323,7 @@ def wavelet_noise(k: torch.Tensor) -> _Stats:
     u = torch.arange(h, dtype=torch.float64) - h // 2
     v = torch.arange(w, dtype=torch.float64) - w // 2
     atom = 4 / (h * w) * torch.sin(math.pi * u / h)[:, None] ** 2 * torch.sin(math.pi * v / w)[None, :] ** 2
-    factor = float((_pattern(k).double() * atom).sum())
+    factor = float((sampled_pattern(k).double() * atom).sum())
     if factor <= 0:
         raise _NotApplicable("no high-frequency samples")
     parts = torch.cat([d.real.reshape(c, -1), d.imag.reshape(c, -1)], 1)
@@ -380,7 +376,7 @@ def estimate_noise(
     if unknown:
         raise NoiseEstimationError(f"unknown noise estimator(s) {unknown}; choose from {METHODS}")
     k = k.detach().cpu()
-    sampled = k[:, _pattern(k)]
+    sampled = k[:, sampled_pattern(k)]
     rms = float(sampled.abs().pow(2).mean().sqrt()) if sampled.numel() else 0.0
     estimates, skipped, chosen = {}, {}, None
     for name in methods:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from operators.espirit import sampled_pattern
 from operators.fft import fft2c, ifft2c, rss
 from operators.mri import MultiCoilMRI
 from recon.calibration import calibrate
@@ -73,11 +74,6 @@ class MRIProblem:
     def zero_filled(self) -> torch.Tensor:
         """fastMRI's zero-filled baseline: RSS of the inverse FFT of the measured k-space, cropped."""
         return center_crop(rss(ifft2c(self.y)), self.crop)
-
-
-def sampled_pattern(kspace: torch.Tensor) -> torch.Tensor:
-    """Where any coil has data: bool [H, W]."""
-    return kspace.abs().sum(0) > 0
 
 
 def reduce_readout(kspace: torch.Tensor, n_readout: int) -> torch.Tensor:
