@@ -48,6 +48,7 @@ from recon.ct_problem import HU_RANGE, CTProblem, CTSpec, metric_image, simulate
 from recon.io import FastMRIHeader, center_crop, default_header
 from recon.methods import POSTERIOR_METHODS, MethodSettings, run_method
 from recon.masks import make_mask
+from recon.outputs import json_safe
 from recon.problem import MaskSpec, MRIProblem, prepare_mri_slice, reduce_readout, sampled_pattern
 
 SUPPORT_FRACTION = 0.05      # calibration statistics use pixels with reference >= 5% of its maximum
@@ -1396,22 +1397,6 @@ def results_json(result: BenchmarkResult, targets: Sequence[Target], command: st
     }
 
 
-def _clean(o: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, recursively (strict JSON)."""
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (np.floating, float)):
-        f = float(o)
-        return f if math.isfinite(f) else None
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.ndarray):
-        return _clean(o.tolist())
-    return o
-
-
 def machine_description(device: torch.device) -> str:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
@@ -1435,7 +1420,7 @@ def write_outputs(result: BenchmarkResult, out_dir: Path, command: str) -> list[
     ):
         if fn(out_dir / fname):
             figs.append((title, fname))
-    (out_dir / "results.json").write_text(json.dumps(_clean(results_json(result, targets, command)), indent=1))
+    (out_dir / "results.json").write_text(json.dumps(json_safe(results_json(result, targets, command)), indent=1))
     (out_dir / "REPORT.md").write_text(render_report(result, targets, figs, command))
     return targets
 

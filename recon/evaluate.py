@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +33,7 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-from recon import metrics
+from recon import metrics, outputs
 from recon.benchmark import SUPPORT_FRACTION, Z95, coverage
 from recon.outputs import atomic_path
 
@@ -319,16 +318,7 @@ def to_json(ev: Evaluation) -> dict[str, Any]:
 
 def write_json(path: Path, ev: Evaluation) -> None:
     """`to_json(ev)` to `path`, atomically; NaN/inf become null."""
-    def clean(o: Any) -> Any:
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, list):
-            return [clean(v) for v in o]
-        return o
-    with atomic_path(Path(path)) as tmp:
-        tmp.write_text(json.dumps(clean(to_json(ev)), indent=2))
+    outputs.write_json(Path(path), to_json(ev))
 
 
 CSV_COLUMNS = ["acquisition", "method", "solver", "volumes", "slices", "MSE", "MSE_std", "NMSE", "NMSE_std",

@@ -19,17 +19,27 @@ import numpy as np
 from recon.io import atomic_h5, atomic_path
 
 
+def json_safe(obj: Any) -> Any:
+    """Strict-JSON values: non-finite floats become null, numpy scalars and arrays become Python values."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
 def write_json(path: Path, obj: dict[str, Any]) -> None:
+    """`obj` as strict JSON (`json_safe`; anything else unknown as its str), atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.floating, np.integer)):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
+        tmp.write_text(json.dumps(json_safe(obj), indent=2, allow_nan=False, default=str))
 
 
 def write_result_h5(path: Path, datasets: dict[str, np.ndarray | None], groups: dict[str, dict[str, np.ndarray]],
@@ -51,7 +61,7 @@ def write_result_h5(path: Path, datasets: dict[str, np.ndarray | None], groups: 
 
 def _set_attrs(obj: Any, attrs: dict[str, Any]) -> None:
     for k, v in attrs.items():
-        obj.attrs[k] = v if isinstance(v, (int, float, str, np.number)) else json.dumps(v, default=_json_default)
+        obj.attrs[k] = v if isinstance(v, (int, float, str, np.number)) else json.dumps(json_safe(v), default=str)
 
 
 def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, means: dict[str, np.ndarray],

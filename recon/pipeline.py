@@ -19,7 +19,7 @@ from operators.fft import ifft2c, rss
 from recon.io import FastMRIFormatError, center_crop, load_fastmri
 from recon.methods import MethodSettings, run_method
 from recon.noise import NoiseEstimationWarning, rescale_record
-from recon.outputs import export_dicom, export_nifti, write_json, write_panel, write_result_h5
+from recon.outputs import export_dicom, export_nifti, json_safe, write_json, write_panel, write_result_h5
 from recon.problem import MaskSpec, MRIProblem, prepare_mri_slice
 from solvers.posterior import Posterior
 
@@ -443,23 +443,6 @@ def plausibility_warnings(result: VolumeResult) -> list[str]:
     return out
 
 
-def _clean(obj: Any) -> Any:
-    """JSON-safe: non-finite floats become null, numpy scalars and arrays become Python values."""
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _clean(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
 def summarise(path: Path, cfg: ReconstructConfig, result: VolumeResult) -> dict[str, Any]:
     """The NAME.json content (valid JSON: undefined metrics are null)."""
     init_name, init = result.initial
@@ -503,7 +486,7 @@ def summarise(path: Path, cfg: ReconstructConfig, result: VolumeResult) -> dict[
         summary["failed_slices"] = {str(i): msg for i, msg in result.slice_errors.items()}
     if warnings:
         summary["warnings"] = warnings
-    return _clean(summary)
+    return json_safe(summary)
 
 
 def _estimated_bytes(datasets: dict[str, np.ndarray | None], groups: dict[str, dict[str, np.ndarray | None]]) -> int:
@@ -555,7 +538,7 @@ def _attr(v: Any) -> Any:
         return ""
     if isinstance(v, (bool, int, float, str, np.number)):
         return v
-    return json.dumps(_clean(v))
+    return json.dumps(json_safe(v))
 
 
 def _write_figure(path: Path, result: VolumeResult, means: dict[str, np.ndarray], stds: dict[str, np.ndarray],
