@@ -242,7 +242,7 @@ def test_bundled_file_copied_and_modified_is_rejected(tmp_path):
 def test_bf16_denoising_stays_within_0_05_db_of_float32_where_it_is_used(name):
     if name not in _bundled():
         pytest.skip(f"{name} is not bundled in this checkout")
-    from priors.base import FULL_BATCH_FP32, InferencePolicy
+    from priors.base import FULL_BATCH_FP32, default_policy
     from priors.registry import BF16_MIN_SIGMA, load
 
     prior = load(name)
@@ -261,7 +261,7 @@ def test_bf16_denoising_stays_within_0_05_db_of_float32_where_it_is_used(name):
         with torch.no_grad():
             prior.inference = FULL_BATCH_FP32
             ref = prior.denoise(y, sigma)
-            prior.inference = InferencePolicy(chunk=1, bf16=True)
+            prior.inference = default_policy("cpu")  # one image per call, bf16, channels-last
             low = prior.denoise(y, sigma)
         assert not torch.equal(low, ref)  # bf16 really ran
         # the rule the CPU default relies on: 0.05 dB PSNR (worst measured 0.029 dB)
@@ -302,7 +302,29 @@ def test_cpu_default_is_one_image_per_call_with_bf16_allowed_and_cuda_full_batch
     from priors.base import default_policy
 
     cpu, gpu = default_policy("cpu"), default_policy("cuda")
-    assert (cpu.chunk, cpu.bf16) == (1, True)
-    assert (gpu.chunk, gpu.bf16) == (None, False)
+    assert (cpu.chunk, cpu.bf16, cpu.channels_last) == (1, True, True)
+    assert (gpu.chunk, gpu.bf16, gpu.channels_last) == (None, False, False)
     # an unchecked prior never runs in bf16 by default
     assert math.isinf(GaussianPrior(torch.zeros(4, 4), torch.ones(4, 4), basis="pixel").bf16_min_sigma)
+
+
+def test_channels_last_gives_the_same_denoiser_output_as_the_default_memory_format(tiny_prior_file):
+    """Memory format is layout only: float32 output equal up to rounding, weights converted in place."""
+    from priors.base import InferencePolicy
+    from priors.registry import load_file
+
+    prior = load_file(tiny_prior_file)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():  # the untrained net's last layer is zero (output = skip): give it weights
+        for w in prior.net.parameters():
+            w.add_(0.1 * torch.randn(w.shape, generator=g))
+    x = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        prior.inference = InferencePolicy(chunk=1, bf16=False, channels_last=False)
+        ref = prior.denoise(x, 0.3)
+        prior.inference = InferencePolicy(chunk=1, bf16=False, channels_last=True)
+        out = prior.denoise(x, 0.3)
+    w = next(p for p in prior.net.parameters() if p.dim() == 4 and p.shape[1] > 1 and p.shape[-1] > 1)
+    assert w.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.equal(out, x)
+    assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
