@@ -4,7 +4,7 @@ report coverage and width on test data before and after calibration.
     python -m benchmarks.calibrate_intervals --data benchmarks/data/fastmri_like --work /tmp/intervals \
         --val-subjects 49 50 --test-subjects 51 52 53 54 --slices 12 --accels 4 8 --methods dds
 
-1. writes fastMRI-like files (`recon.simulate.fastmri_like`) for the validation and test subjects (cached);
+1. writes fastMRI-like files (`recon.data.simulate.fastmri_like`) for the validation and test subjects (cached);
 2. runs `recon reconstruct` on them with default flags (random mask at each acceleration);
 3. fits lambda per method and acceleration band on the validation outputs (`recon.intervals.fit_entry`,
    conformal risk control, alpha = 0.05) and writes `priors/weights/PRIOR.calibration.json`;

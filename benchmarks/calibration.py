@@ -11,7 +11,7 @@ undersampled data, and the maps are judged by
 
 Calibrations: ESPIRiT with 1 and 2 map sets (`operators.espirit`) on the measured centre; NLINV
 (`operators.nlinv`, one set; ``nlinv_image`` is NLINV's own image); ``hybrid``: ESPIRiT with 1 and 2 sets on
-a 24-line centre completed by NLINV's k-space prediction (`recon.calibration.nlinv_filled_centre`).
+a 24-line centre completed by NLINV's k-space prediction (`recon.problems.calibration.nlinv_filled_centre`).
 ``second_set``: support of ESPIRiT's second set (eigenvalue > 0.95) over the first set's.
 Data: a BrainWeb validation slice (subject 49, T1, 8 and 16 birdcage coils, noise 0.2 % of the maximum)
 and the real 8-coil T1 file (reduced field of view with wrap-around), slice 0.
@@ -20,7 +20,7 @@ and the real 8-coil T1 file (reduced field of view with wrap-around), slice 0.
     OMP_NUM_THREADS=1 python -m benchmarks.calibration --sets 181 170 160 150 --widths 13 24
 
 ``--sets``: the same slice folded to a smaller phase field of view (wrap-around), calibrated with 1 and 2
-ESPIRiT sets: where the second set's support (`recon.calibration.SECOND_SET_FRACTION`) starts to pay.
+ESPIRiT sets: where the second set's support (`recon.problems.calibration.SECOND_SET_FRACTION`) starts to pay.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ from operators.fft import fft2c, ifft2c, rss
 from operators.mri import MultiCoilMRI
 from operators.nlinv import nlinv
 from recon.baselines.mri import cg_sense
-from recon.calibration import nlinv_filled_centre
-from recon.masks import make_mask
+from recon.problems.calibration import nlinv_filled_centre
+from recon.data.masks import make_mask
 from recon.metrics import psnr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,8 +46,8 @@ REAL = ROOT.parent / "shared" / "data" / "fastmri_format" / "brain_t1_8ch_real.h
 
 def simulated(n_coils: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """BrainWeb subject 49 (validation), middle slice of 8, T1: k-space complex64 [C, 217, 181]."""
-    from recon.brainweb import brainweb_slices
-    from recon.simulate import simulate_multicoil
+    from recon.data.brainweb import brainweb_slices
+    from recon.data.simulate import simulate_multicoil
     img = brainweb_slices(49, "T1w", np.random.default_rng(0), n_slices=8)[4]
     k, _, _ = simulate_multicoil(torch.from_numpy(img), n_coils=n_coils, noise_std=0.002, seed=0)
     return k, (0, k.shape[-1])
@@ -56,8 +56,8 @@ def simulated(n_coils: int) -> tuple[torch.Tensor, tuple[int, int]]:
 def wrapped(fov: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """The `simulated` slice (8 coils) with a phase field of view of `fov` < 181 lines: the object is placed in a
     grid of 2 * fov lines and every other k-space line is kept, so it wraps where it is wider than `fov`."""
-    from recon.brainweb import brainweb_slices
-    from recon.simulate import birdcage_maps
+    from recon.data.brainweb import brainweb_slices
+    from recon.data.simulate import birdcage_maps
     img = torch.from_numpy(brainweb_slices(49, "T1w", np.random.default_rng(0), n_slices=8)[4])
     big = torch.zeros(img.shape[0], 2 * fov, dtype=torch.complex64)
     off = (2 * fov - img.shape[1]) // 2
@@ -69,8 +69,8 @@ def wrapped(fov: int) -> tuple[torch.Tensor, tuple[int, int]]:
 
 
 def map_sets(fovs: list[int], widths: list[int]) -> None:
-    """Second-set support and CG-SENSE PSNR with 1 and 2 sets (`recon.calibration.calibrate`) on wrapped data."""
-    from recon.calibration import calibrate
+    """Second-set support and CG-SENSE PSNR with 1 and 2 sets (`recon.problems.calibration.calibrate`) on wrapped data."""
+    from recon.problems.calibration import calibrate
     print("| field of view (object 181) | acs | calibration | second_set | sense, 1 set | sense, 2 sets |")
     print("|---|---|---|---|---|---|")
     for fov in fovs:

@@ -54,8 +54,8 @@ def _adjoint(op, tol: float, dev: torch.device) -> str:
 
 
 def _mri_parts(dev: torch.device, n: int = 64, coils: int = 4):
-    from recon.masks import make_mask
-    from recon.simulate import birdcage_maps
+    from recon.data.masks import make_mask
+    from recon.data.simulate import birdcage_maps
 
     maps = birdcage_maps(coils, (n, n)).to(dev)
     mask = make_mask("random", (n, n), 4, 0.08, seed=0).mask.to(dev)
@@ -101,7 +101,7 @@ def solver_checks(dev: torch.device, nfe: int) -> list[tuple[str, Callable[[], s
     from operators import MultiCoilMRI, ParallelBeam2D, sparse_view_angles
     from priors.base import InferencePolicy
     from priors.registry import load
-    from recon.simulate.ct import hu_to_mu
+    from recon.data.simulate.ct import hu_to_mu
 
     maps, mask = _mri_parts(dev)
     op = MultiCoilMRI(maps, mask)
@@ -142,7 +142,7 @@ def baseline_checks(dev: torch.device) -> list[tuple[str, Callable[[], str]]]:
     from recon.baselines import ct_iterative, noncartesian
     from recon.baselines import mri as mri_base
     from recon.baselines import unet as unet_base
-    from recon.simulate.ct import hu_to_mu
+    from recon.data.simulate.ct import hu_to_mu
     from solvers.posterior import Posterior
 
     maps, mask = _mri_parts(dev)
@@ -187,7 +187,7 @@ def baseline_checks(dev: torch.device) -> list[tuple[str, Callable[[], str]]]:
 def cli_check() -> str:
     import json
 
-    from recon.demo import SAMPLE
+    from recon.data.demo_sample import SAMPLE
 
     with tempfile.TemporaryDirectory() as out:
         cmd = [sys.executable, "-m", "recon.cli", "reconstruct", str(SAMPLE), "--out", out, "--device", "cuda",

@@ -15,8 +15,8 @@ import torch
 from benchmarks.common import append_results, best_time
 from operators import MultiCoilMRI
 from operators.espirit import espirit_maps
-from recon.masks import make_mask
-from recon.simulate import birdcage_maps
+from recon.data.masks import make_mask
+from recon.data.simulate import birdcage_maps
 
 
 def main() -> None:

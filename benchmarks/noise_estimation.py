@@ -1,4 +1,4 @@
-"""Noise estimation (`recon.noise`) on simulated k-space with known noise, and on the real 8-coil T1 file.
+"""Noise estimation (`recon.problems.noise`) on simulated k-space with known noise, and on the real 8-coil T1 file.
 
     python benchmarks/noise_estimation.py                    # full grid, writes benchmarks/results/noise_estimation.md
     python benchmarks/noise_estimation.py --images 1 --no-write      # quicker, print only
@@ -7,8 +7,8 @@ Simulated grid: noise std 0.005 / 0.015 / 0.05 per real/imaginary part (the imag
 SNR 200 / 67 / 20; the real T1 file sits at 0.015) x 8 / 16 birdcage coils x readout oversampling none / 2x
 (image zero-padded to twice its readout length, as fastMRI's 640-readout files) x independent / correlated
 coil noise (`noise_covariance`: unequal coil noise levels and random correlations up to ~0.6, about what the
-real file shows) x fully sampled / fastMRI random 4x (8 % centre lines, `recon.masks.make_mask`). Anatomy:
-BrainWeb validation subjects 49 and 50 (T1w, `recon.brainweb`) when ../shared/data is present, else the
+real file shows) x fully sampled / fastMRI random 4x (8 % centre lines, `recon.data.masks.make_mask`). Anatomy:
+BrainWeb validation subjects 49 and 50 (T1w, `recon.data.brainweb`) when ../shared/data is present, else the
 bundled demo sample (coil-combined, background zeroed). Every estimator runs on every case (``run_all``);
 "auto" is what `estimate_noise` picks.
 
@@ -39,9 +39,9 @@ if sys.path[0] != str(ROOT):        # the project's packages before this folder'
     sys.path.insert(0, str(ROOT))
 
 from operators.fft import fft2c, ifft2c  # noqa: E402
-from recon.masks import make_mask  # noqa: E402
-from recon.noise import AUTO_ORDER, METHODS, estimate_noise, whiten  # noqa: E402
-from recon.simulate.mri import birdcage_maps  # noqa: E402
+from recon.data.masks import make_mask  # noqa: E402
+from recon.problems.noise import AUTO_ORDER, METHODS, estimate_noise, whiten  # noqa: E402
+from recon.data.simulate.mri import birdcage_maps  # noqa: E402
 
 LEVELS = (0.005, 0.015, 0.05)
 COILS = (8, 16)
@@ -54,7 +54,7 @@ NOTES = """## What the tables decide
 - The real T1 file has one slice, readout not oversampled: its estimate (std ~7 in file units, ~1.5 % of the
   RSS image's p99; 0.06-0.21 % of each coil's k-space centre magnitude) agrees within 2 % between methods, within
   1.6 % between image quarters and 1.4 % between readout halves, and within 1 % after 4x undersampling.
-- Pre-whitening is a helper (`recon.noise.whiten`), not applied by default: on the real file it lowers the
+- Pre-whitening is a helper (`recon.problems.noise.whiten`), not applied by default: on the real file it lowers the
   CG-SENSE noise error by 3 % while scaling the RSS image by a smooth 0.75-1.18, which metrics against
   fastMRI's unwhitened RSS targets would count as error. With the stronger simulated correlations it pays
   (30-40 % less noise error), and the estimated covariance does as well as the true one.
@@ -108,7 +108,7 @@ def simulate_case(image: torch.Tensor, n_coils: int, std: float, oversample: boo
 def anatomy(n_images: int = 4) -> tuple[list[torch.Tensor], str]:
     """Complex images with p99(|x|) = 1: BrainWeb validation subjects 49/50 (T1w), else the bundled sample."""
     try:
-        from recon.brainweb import BRAINWEB_VAL, brainweb_slices
+        from recon.data.brainweb import BRAINWEB_VAL, brainweb_slices
         per = max(1, math.ceil(n_images / len(BRAINWEB_VAL)))
         out = []
         for s in BRAINWEB_VAL:
@@ -183,8 +183,8 @@ GRID_HEADER = ("| std | coils | readout os | correlated | sampling | " + " | ".j
 
 def real_file(path: Path = REAL_T1) -> str:
     """Estimates on the real T1 file: per estimator, per region, undersampled."""
-    from recon.io import load_fastmri
-    from recon.noise import background_noise, calibration_noise
+    from recon.data.io import load_fastmri
+    from recon.problems.noise import background_noise, calibration_noise
 
     lines = []
     with load_fastmri(path) as vol:
@@ -225,7 +225,7 @@ def real_file(path: Path = REAL_T1) -> str:
 
 
 def poisson(images: list[torch.Tensor], levels=LEVELS, coils=COILS) -> str:
-    """2D variable-density Poisson 8x (12 % calibration square, `recon.masks`), no oversampling, correlated
+    """2D variable-density Poisson 8x (12 % calibration square, `recon.data.masks`), no oversampling, correlated
     coils: only the calibration estimator applies (with a smaller kernel when the square is small); then the
     real Poisson-undersampled files, where the truth is unknown."""
     lines = ["| data | std | coils | calibration | wavelet | auto picks |", "|---|---|---|---|---|---|"]
@@ -289,7 +289,7 @@ def real_whitening(path: Path = REAL_T1, lam: float = 1e-3) -> str:
     from operators.fft import rss
     from operators.mri import MultiCoilMRI
     from recon.baselines.mri import cg_sense
-    from recon.io import load_fastmri
+    from recon.data.io import load_fastmri
 
     with load_fastmri(path) as vol:
         k, hdr = torch.from_numpy(vol.kspace[0]), vol.header
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = "python " + " ".join(["benchmarks/noise_estimation.py", *(argv if argv is not None else sys.argv[1:])])
         RESULTS_MD.parent.mkdir(parents=True, exist_ok=True)
         RESULTS_MD.write_text(
-            f"# Noise estimation from k-space (`recon.noise`)\n\n"
+            f"# Noise estimation from k-space (`recon.problems.noise`)\n\n"
             f"{dt.date.today().isoformat()} · {machine()} · `{cmd}`\n\n"
             f"{summary}\n\n{NOTES}\n## Simulated files with known noise\n\nRelative error of the estimated std, % "
             f"(mean over images, worst in brackets); n/a = the estimator does not apply. Coil cov err: "

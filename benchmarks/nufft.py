@@ -38,7 +38,7 @@ import torch
 from operators.base import adjointness_error
 from operators.nufft import NonCartesianMRI
 from operators.trajectories import radial
-from recon.simulate.mri import birdcage_maps
+from recon.data.simulate.mri import birdcage_maps
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

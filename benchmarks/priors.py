@@ -31,8 +31,8 @@ if str(ROOT) not in sys.path:
 
 from priors.base import Prior, standard_noise  # noqa: E402
 from priors.registry import REGISTRY_FILE, WEIGHTS_DIR, available, load, read_registry  # noqa: E402
-from recon.brainweb import BRAINWEB_TEST, CONTRASTS, SHARED_DATA, brainweb_slices  # noqa: E402
-from recon.ct_slices import CT_TEST, ct_slices  # noqa: E402
+from recon.data.brainweb import BRAINWEB_TEST, CONTRASTS, SHARED_DATA, brainweb_slices  # noqa: E402
+from recon.data.ct_slices import CT_TEST, ct_slices  # noqa: E402
 
 SIGMAS = (0.02, 0.05, 0.1, 0.2)
 TV_FACTORS = (0.3, 0.5, 0.7, 1.0, 1.4, 2.0)  # TV weight = factor * sigma
@@ -48,7 +48,7 @@ DESCRIPTIONS = {
 # ---------------------------------------------------------------------------
 def heldout_brain(slices_per_contrast: int = 1, root: Path = SHARED_DATA) -> np.ndarray:
     """BrainWeb test subjects x T1w/T2w/PDw x slices (evenly spaced, ends dropped): complex64 [N, 217, 181]."""
-    from recon.brainweb import load_brainweb_labels
+    from recon.data.brainweb import load_brainweb_labels
 
     out = []
     for s in BRAINWEB_TEST:
@@ -216,7 +216,7 @@ def write_card(name: str, prior: Prior, rows: list[dict], heldout: str) -> Path:
 - **Splits**: BrainWeb train 04..48 (14 subjects), validation 49, 50, test 51..54; Colin27 train only;
   head CT train slices 0..71, validation 72..83, test 84..107. Only train data were used for training.
 - **Normalisation**: `{info.normalization}`{' (99th percentile of |x| = 1 per image)' if info.normalization == 'p99' else
-    ' with scale ' + str(info.scale) + ': x = max((HU + 1000) / 1000, 0), see `recon.ct_slices.hu_to_prior`'}.
+    ' with scale ' + str(info.scale) + ': x = max((HU + 1000) / 1000, 0), see `recon.data.ct_slices.hu_to_prior`'}.
 - **Noise range**: sigma in [{info.sigma_min}, {info.sigma_max}], ln sigma ~ N({a.get('p_mean')}, {a.get('p_std')}^2) in
   training, sigma_data = {info.sigma_data}.
 - **Training**: denoising score matching with EDM loss weighting, AdamW (lr {a.get('lr')}, weight decay

@@ -22,8 +22,8 @@ import solvers
 from benchmarks.common import append_results
 from operators import MultiCoilMRI
 from priors.base import EDMPrior, PriorInfo
-from recon.masks import make_mask
-from recon.simulate import birdcage_maps
+from recon.data.masks import make_mask
+from recon.data.simulate import birdcage_maps
 
 
 def _prior(device: str):
@@ -50,9 +50,9 @@ def _ct_problem(device: str, matrix: bool | None):
     import math
 
     from operators.ct import ParallelBeam2D, sparse_view_angles
-    from recon.simulate.ct import MU_WATER_PER_MM, hu_to_mu
+    from recon.data.simulate.ct import MU_WATER_PER_MM, hu_to_mu
     try:
-        from recon.ct_slices import ct_slices
+        from recon.data.ct_slices import ct_slices
         hu, pixel, what = torch.from_numpy(ct_slices("val", hu=True)[78 - 72]), 0.957, "head-CT validation slice 78"
     except Exception:  # noqa: BLE001 - no shared data: a water disk in air
         c = torch.arange(256, dtype=torch.float32) - 127.5

@@ -17,8 +17,8 @@ import torch
 from recon import metrics
 from recon.baselines.ct import fbp, sirt
 from recon.baselines.ct_iterative import intensity_unit, tv_pdhg
-from recon.ct_problem import HU_RANGE, CTSpec, metric_image, simulated_ct_problem
-from recon.ct_slices import CT_VAL, ct_path
+from recon.problems.ct import HU_RANGE, CTSpec, metric_image, simulated_ct_problem
+from recon.data.ct_slices import CT_VAL, ct_path
 
 
 def _psnr(ref_hu: np.ndarray, problem, x: torch.Tensor) -> float:

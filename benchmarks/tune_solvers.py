@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from recon import benchmark as bench
-from recon.brainweb import BRAINWEB_VAL
-from recon.ct_slices import CT_VAL
+from recon.data.brainweb import BRAINWEB_VAL
+from recon.data.ct_slices import CT_VAL
 from recon.methods import MethodSettings
 
 # Grids; each includes the method's current default so the table shows what a change buys.

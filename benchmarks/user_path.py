@@ -19,8 +19,8 @@ METHODS = "dds,l1-wavelet,unet,zero-filled"
 
 
 def make_files(folder: Path, subjects: list[int], n_slices: int) -> list[Path]:
-    """fastMRI-like files (`recon.simulate.fastmri_like`), written once and reused."""
-    from recon.simulate.fastmri_like import FastMRILikeSpec, write_volume
+    """fastMRI-like files (`recon.data.simulate.fastmri_like`), written once and reused."""
+    from recon.data.simulate.fastmri_like import FastMRILikeSpec, write_volume
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []

@@ -1,8 +1,10 @@
 """The `LinearOperator` abstraction: A, A^H and A^H A on torch tensors.
 
 Every forward model of the project (Cartesian and non-Cartesian MRI, CT) is a
-`LinearOperator`. Solvers only ever call `forward`, `adjoint` and `normal`, and
-read `domain_shape` / `range_shape` / `is_complex` to validate their inputs.
+`LinearOperator`. Solvers only ever call `forward`, `adjoint` and `normal`, read
+`domain_shape` / `range_shape` / `is_complex` to validate their inputs, and ask the
+operator for its capabilities (`exact_projection`, `per_coil`, `as_image`) instead of
+checking its class.
 
 Conventions
 -----------
@@ -23,6 +25,10 @@ class OperatorShapeError(ValueError):
     """An input does not have the trailing shape an operator expects."""
 
 
+class OperatorCapabilityError(ValueError):
+    """An operator was asked for a form or property it does not have (e.g. a per-coil form)."""
+
+
 class LinearOperator:
     """A linear map ``A`` from images ``[..., *domain_shape]`` to measurements ``[..., *range_shape]``.
 
@@ -37,6 +43,9 @@ class LinearOperator:
     range_shape: tuple[int, ...] = ()
     #: True when images and measurements are complex (MRI), False for real (CT)
     is_complex: bool = True
+    #: True when ``A A^H`` is a projection on the measurement space (a binary sampling mask), so that
+    #: ``x + A^H (y - A x)`` is the exact projection onto {A x = y}; False unless a subclass knows better
+    exact_projection: bool = False
 
     # -- the three maps -------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -57,6 +66,25 @@ class LinearOperator:
     def H(self) -> "LinearOperator":
         """The adjoint as an operator of its own (``A.H(y) == A.adjoint(y)``)."""
         return _Adjoint(self)
+
+    # -- capabilities: what a generic solver may ask of an operator ----
+    def per_coil(self) -> "LinearOperator":
+        """The coil-wise form of this operator: every coil image is its own unknown (score-MRI's per-coil
+        variant), image ``[..., C, H, W]`` -> measurement ``[..., *range_shape]``; its `as_image` combines the
+        coil images.
+
+        Raises `OperatorCapabilityError` (naming the operator) unless a subclass has such a form.
+        """
+        raise OperatorCapabilityError(f"{type(self).__name__} has no per-coil form (only a Cartesian "
+                                      "multi-coil MRI operator with one map set has one)")
+
+    def as_image(self, x: torch.Tensor) -> torch.Tensor:
+        """The image a user sees for ``x`` in the operator's domain, ``[..., *domain_shape]``.
+
+        The identity by default (same tensor, same dtype); an operator whose domain is not an image
+        (e.g. one image per coil) combines it here.
+        """
+        return x
 
     # -- validation, in one place --------------------------------------
     def check_domain(self, x: torch.Tensor, name: str = "image") -> None:

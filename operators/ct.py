@@ -13,7 +13,7 @@ Units and scaling
 * The forward model returns line integrals in pixel units: a ray crossing a
   disk of radius ``r`` pixels of value 1 returns ``2 r`` whatever the detector
   spacing. An image holding attenuation per pixel (``mu [1/mm] * p [mm]``, see
-  `recon.simulate.ct.hu_to_mu`) therefore gives dimensionless line integrals
+  `recon.data.simulate.ct.hu_to_mu`) therefore gives dimensionless line integrals
   ``-ln(I / I0)``.
 * The operator norm is about ``sqrt(n_angles * H)`` for an H x H image (the
   top singular vector is nearly flat and each view sums about H pixels per

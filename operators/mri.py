@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from .base import LinearOperator, OperatorShapeError
-from .fft import fft2c, ifft2c
+from .base import LinearOperator, OperatorCapabilityError, OperatorShapeError
+from .fft import fft2c, ifft2c, rss
 
 
 def _as_mask(mask: torch.Tensor | None, hw: tuple[int, int], device, name: str) -> torch.Tensor | None:
@@ -140,6 +140,18 @@ class MultiCoilMRI(LinearOperator):
     def to(self, device: torch.device | str) -> "MultiCoilMRI":
         return MultiCoilMRI(self.maps.to(device), None if self.mask is None else self.mask.to(device))
 
+    def per_coil(self) -> "CoilwiseMRI":
+        """The coil-wise form ``y_c = M F x_c`` with the same mask (`CoilwiseMRI.from_sense`): complex
+        ``[..., C, H, W]`` -> k-space ``[..., C, H, W]``; ``forward(S x)`` equals this operator's ``forward(x)``.
+
+        Raises `OperatorCapabilityError` for several map sets: their coil images are sums over sets, and the
+        per-coil samples could not be combined back into the sets.
+        """
+        if self.n_sets != 1:
+            raise OperatorCapabilityError(f"MultiCoilMRI with {self.n_sets} map sets has no per-coil form; "
+                                          "it needs one map set")
+        return CoilwiseMRI.from_sense(self)
+
 
 class SingleCoilMRI(LinearOperator):
     """``y = M F x``; for a binary mask ``A A^H = M`` so ``x + A^H(y - A x)`` is the exact projection.
@@ -150,6 +162,8 @@ class SingleCoilMRI(LinearOperator):
     """
 
     is_complex = True
+    #: ``A A^H = M``: exact for a binary mask (a weighted mask is treated as if it were binary)
+    exact_projection = True
 
     def __init__(self, mask: torch.Tensor, image_shape: tuple[int, int] | None = None):
         mask = torch.as_tensor(mask)
@@ -179,6 +193,8 @@ class CoilwiseMRI(LinearOperator):
     """
 
     is_complex = True
+    #: ``A A^H = M``: exact for a binary mask (a weighted mask is treated as if it were binary)
+    exact_projection = True
 
     def __init__(self, mask: torch.Tensor, n_coils: int, image_shape: tuple[int, int]):
         self.mask = _as_mask(mask, tuple(image_shape), torch.as_tensor(mask).device, "CoilwiseMRI")
@@ -186,6 +202,7 @@ class CoilwiseMRI(LinearOperator):
 
     @classmethod
     def from_sense(cls, op: MultiCoilMRI) -> "CoilwiseMRI":
+        """The coil-wise operator with the mask (all ones when None) and coil count of a SENSE operator."""
         mask = op.mask if op.mask is not None else torch.ones(op.range_shape[-2:], device=op.maps.device)
         return cls(mask, op.range_shape[0], tuple(op.range_shape[-2:]))
 
@@ -194,3 +211,7 @@ class CoilwiseMRI(LinearOperator):
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         return ifft2c(y * self.mask)
+
+    def as_image(self, x: torch.Tensor) -> torch.Tensor:
+        """Root-sum-of-squares over the coils: complex [..., C, H, W] -> real [..., H, W]."""
+        return rss(x, dim=-3)

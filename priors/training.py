@@ -13,9 +13,9 @@ Deterministic by ``--seed``: data simulation, patch sampling and noise use seede
 whose states are saved in the checkpoint, so a resumed run continues the same sequence.
 
 Data sources (``--data``, comma separated):
-    brainweb      BrainWeb train subjects, T1w/T2w/PDw, simulated complex (`recon.brainweb`)
+    brainweb      BrainWeb train subjects, T1w/T2w/PDw, simulated complex (`recon.data.brainweb`)
     colin27       Colin27 axial/coronal/sagittal slices, magnitude (random smooth phase added)
-    ct            head-CT train slices 0..71, real, ``(HU + 1000) / 1000`` (`recon.ct_slices`)
+    ct            head-CT train slices 0..71, real, ``(HU + 1000) / 1000`` (`recon.data.ct_slices`)
     fastmri:DIR   every ``*.h5`` under DIR in the fastMRI layout; targets ``reconstruction_rss``
                   (or ``reconstruction_esc``), else the RSS of the k-space; random smooth phase added
     fastmri-espirit:DIR   the same files, ESPIRiT-combined complex images (multi-coil only)
@@ -85,7 +85,7 @@ def sample_patches(pool: ImagePool, batch: int, patch: int, rng: np.random.Gener
     Augmentation: random image, random crop, flips, 90-degree rotations and (complex pools) a
     random smooth phase whose slope is that of a 256-pixel image.
     """
-    from recon.brainweb import random_smooth_phase
+    from recon.data.brainweb import random_smooth_phase
 
     out = []
     for _ in range(batch):
@@ -103,7 +103,7 @@ def sample_patches(pool: ImagePool, batch: int, patch: int, rng: np.random.Gener
 
 def brainweb_pool(root: Path, subjects: Sequence[int], rng: np.random.Generator, n_slices: int) -> list[np.ndarray]:
     """Simulated complex slices (p99 = 1) of every subject and contrast."""
-    from recon.brainweb import CONTRASTS, brainweb_slices, load_brainweb_labels
+    from recon.data.brainweb import CONTRASTS, brainweb_slices, load_brainweb_labels
 
     images = []
     for s in subjects:
@@ -114,7 +114,7 @@ def brainweb_pool(root: Path, subjects: Sequence[int], rng: np.random.Generator,
 
 
 def colin27_pool(root: Path, n_slices: int) -> list[np.ndarray]:
-    from recon.brainweb import COLIN27_ORIENTATIONS, colin27_slices
+    from recon.data.brainweb import COLIN27_ORIENTATIONS, colin27_slices
 
     return [s.astype(np.complex64) for o in COLIN27_ORIENTATIONS for s in colin27_slices(o, n_slices, root)]
 
@@ -148,7 +148,7 @@ def read_fastmri_espirit(path: Path, calib_width: int = 24) -> np.ndarray:
     """
     from operators.espirit import espirit_maps
     from operators.fft import ifft2c
-    from recon.io import center_crop, load_fastmri, recon_crop_shape
+    from recon.data.io import center_crop, load_fastmri, recon_crop_shape
 
     out = []
     with load_fastmri(path) as vol:
@@ -167,7 +167,7 @@ def read_fastmri_espirit(path: Path, calib_width: int = 24) -> np.ndarray:
 def fastmri_pool(folder: Path, espirit: bool = False) -> list[np.ndarray]:
     """p99-normalised images of every ``*.h5`` under ``folder``: RSS targets (real, phase added by
     augmentation) or, with ``espirit``, ESPIRiT-combined complex images (their own phase)."""
-    from recon.brainweb import normalize_p99
+    from recon.data.brainweb import normalize_p99
 
     files = sorted(Path(folder).rglob("*.h5"))
     if not files:
@@ -178,8 +178,8 @@ def fastmri_pool(folder: Path, espirit: bool = False) -> list[np.ndarray]:
 
 def build_pool(sources: Sequence[str], root: Path, seed: int, n_slices: int) -> ImagePool:
     """Assemble the training images of the requested sources (deterministic given ``seed``)."""
-    from recon.brainweb import BRAINWEB_TRAIN
-    from recon.ct_slices import ct_slices
+    from recon.data.brainweb import BRAINWEB_TRAIN
+    from recon.data.ct_slices import ct_slices
 
     rng = np.random.default_rng([seed, 1])
     images: list[np.ndarray] = []
@@ -282,7 +282,7 @@ def export_prior(checkpoint: Path | str, out: Path | str, name: str | None = Non
 # ---------------------------------------------------------------------------
 def add_train_prior_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``recon train-prior``."""
-    from recon.brainweb import SHARED_DATA
+    from recon.data.brainweb import SHARED_DATA
 
     p.add_argument("--data", required=True,
                    help="comma-separated: brainweb, colin27, ct, fastmri:DIR, fastmri-espirit:DIR")

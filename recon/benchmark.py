@@ -3,7 +3,7 @@
 What is measured (and written to ``REPORT.md`` + ``results.json``):
 
 * quality: PSNR / SSIM / NMSE in the fastMRI convention (`recon.metrics`; CT on HU clipped to
-  `recon.ct_problem.HU_WINDOW`) per method and acquisition setting;
+  `recon.problems.ct.HU_WINDOW`) per method and acquisition setting;
 * cost: wall time per slice, network evaluations (NFE), the fraction of time spent in the network, peak
   memory (CPU: peak resident set size during the method, CUDA: ``torch.cuda.max_memory_allocated``);
 * quality against NFE (sweeps of ``dds``, ``projection``, ``ccdf``);
@@ -43,13 +43,13 @@ from operators.espirit import espirit_maps
 from operators.fft import fft2c, ifft2c, rss
 from operators.mri import MultiCoilMRI
 from recon import metrics
-from recon.brainweb import SHARED_DATA, DataNotFoundError
-from recon.ct_problem import HU_RANGE, CTProblem, CTSpec, metric_image, simulated_ct_problem
-from recon.io import FastMRIHeader, center_crop, default_header
+from recon.data.brainweb import SHARED_DATA, DataNotFoundError
+from recon.problems.ct import HU_RANGE, CTProblem, CTSpec, metric_image, simulated_ct_problem
+from recon.data.io import FastMRIHeader, center_crop, default_header
 from recon.methods import POSTERIOR_METHODS, MethodSettings, run_method
-from recon.masks import make_mask
-from recon.outputs import json_safe
-from recon.problem import MaskSpec, MRIProblem, prepare_mri_slice, reduce_readout, sampled_pattern
+from recon.data.masks import make_mask
+from recon.pipeline.writers import json_safe
+from recon.problems.mri import MaskSpec, MRIProblem, prepare_mri_slice, reduce_readout, sampled_pattern
 
 SUPPORT_FRACTION = 0.05      # calibration statistics use pixels with reference >= 5% of its maximum
 PATCH = 8                    # patch size for patch-averaged Spearman
@@ -458,8 +458,8 @@ def brainweb_sources(subjects: Sequence[int], n_slices: int, kspace_size: tuple[
     with them every SENSE-based method). Each image is then scaled to p99(|x|) = 1, multiplied by 8
     birdcage coil maps and given complex k-space noise of std `noise_std` per real/imaginary part.
     """
-    from recon.brainweb import brainweb_slices, normalize_p99
-    from recon.simulate.mri import simulate_multicoil
+    from recon.data.brainweb import brainweb_slices, normalize_p99
+    from recon.data.simulate.mri import simulate_multicoil
 
     out = []
     for s in subjects:
@@ -483,7 +483,7 @@ def real_t1_source(path: Path, kspace_crop: tuple[int, int] | None) -> MRISource
     problem uses 2 ESPIRiT map sets: with one set, SENSE of the fully sampled data reaches only ~25 dB
     against the RSS reference, with two ~40-44 dB.
     """
-    from recon.io import load_fastmri
+    from recon.data.io import load_fastmri
 
     if not path.exists():
         raise DataNotFoundError(f"real T1 file not found at {path}")
@@ -521,7 +521,7 @@ def ct_sources(indices: Sequence[int], size: tuple[int, int] | None, root: Path 
     (test: 84..107, validation: 72..83)."""
     import h5py
 
-    from recon.ct_slices import CT_SPLITS, ct_path
+    from recon.data.ct_slices import CT_SPLITS, ct_path
 
     allowed = CT_SPLITS[split]
     bad = [i for i in indices if i not in allowed]

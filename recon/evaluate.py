@@ -33,9 +33,10 @@ from typing import Any, Callable
 import h5py
 import numpy as np
 
-from recon import metrics, outputs
+from recon import metrics
+from recon.pipeline import writers as outputs
 from recon.benchmark import SUPPORT_FRACTION, Z95, coverage
-from recon.outputs import atomic_path
+from recon.pipeline.writers import atomic_path
 
 RECONS_KEY = {"multicoil": "reconstruction_rss", "singlecoil": "reconstruction_esc"}
 PRIMARY = "reconstruction"          # the dataset fastMRI evaluates

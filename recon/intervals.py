@@ -141,7 +141,7 @@ class CalibrationTable:
                     None)
 
     def save(self, path: Path) -> None:
-        from recon.io import atomic_path
+        from recon.data.io import atomic_path
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps({"prior": self.prior, "notes": self.notes,
                                        "entries": [asdict(e) for e in self.entries]}, indent=2) + "\n")

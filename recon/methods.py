@@ -13,8 +13,8 @@ import torch
 
 import solvers
 from priors.base import Prior
-from recon.ct_problem import CTProblem
-from recon.problem import MRIProblem
+from recon.problems.ct import CTProblem
+from recon.problems.mri import MRIProblem
 from solvers.posterior import Posterior
 
 POSTERIOR_METHODS = ("dds", "projection", "score-ald", "dps", "ccdf")

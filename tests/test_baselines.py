@@ -14,9 +14,9 @@ from operators.mri import MultiCoilMRI
 from recon.baselines.ct_iterative import (cgls_reconstruction, divergence, fbp_reconstruction, gradient,
                                           sirt_reconstruction, tv_reconstruction)
 from recon.baselines.mri import cg_sense, l1_wavelet, total_variation, zero_filled
-from recon.masks import make_mask
+from recon.data.masks import make_mask
 from recon.metrics import psnr
-from recon.simulate.mri import simulate_multicoil
+from recon.data.simulate.mri import simulate_multicoil
 
 
 def _phantom(n: int = 64) -> torch.Tensor:

@@ -215,8 +215,8 @@ def test_tiny_preset_writes_a_complete_report(tmp_path):
 # presets and the command
 # ---------------------------------------------------------------------------
 def test_presets_use_only_the_test_splits():
-    from recon.brainweb import BRAINWEB_TEST
-    from recon.ct_slices import CT_TEST
+    from recon.data.brainweb import BRAINWEB_TEST
+    from recon.data.ct_slices import CT_TEST
 
     for preset in bm.PRESETS.values():
         assert set(preset.brainweb_subjects) <= set(BRAINWEB_TEST)

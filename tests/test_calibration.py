@@ -15,10 +15,10 @@ from operators.fft import fft2c, ifft2c, rss
 from operators.nlinv import NlinvError, nlinv, sobolev_weights
 from operators.mri import MultiCoilMRI
 from recon.baselines.mri import cg_sense
-from recon.calibration import ESPIRIT_MIN_ACS, MIN_ACS, SECOND_SET_FRACTION, calibrate, nlinv_filled_centre
-from recon.masks import make_mask
+from recon.problems.calibration import ESPIRIT_MIN_ACS, MIN_ACS, SECOND_SET_FRACTION, calibrate, nlinv_filled_centre
+from recon.data.masks import make_mask
 from recon.metrics import psnr
-from recon.simulate import birdcage_maps, simulate_multicoil
+from recon.data.simulate import birdcage_maps, simulate_multicoil
 from tests.conftest import FASTMRI_REAL, needs_shared
 
 

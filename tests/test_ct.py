@@ -20,8 +20,8 @@ from operators.ct import (
     sparse_view_angles,
 )
 from recon.baselines.ct import cgls, fbp, sirt
-from recon.ct_data import CTFormatError, CTGeometry, read_ct_volume, read_sinogram, write_sinogram
-from recon.simulate.ct import MU_WATER_PER_MM, ct_sinogram, hu_to_mu, mu_to_hu
+from recon.data.ct_files import CTFormatError, CTGeometry, read_ct_volume, read_sinogram, write_sinogram
+from recon.data.simulate.ct import MU_WATER_PER_MM, ct_sinogram, hu_to_mu, mu_to_hu
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 HEAD_CT = SHARED / "data" / "ct" / "head_ct.h5"
@@ -445,11 +445,11 @@ def test_fbp_cuda_of_head_ct_beats_40_db():
 
 
 # ---------------------------------------------------------------------------
-# statistical weights for Poisson data (recon.ct_problem, operators.weighted)
+# statistical weights for Poisson data (recon.problems.ct, operators.weighted)
 # ---------------------------------------------------------------------------
 def test_whitened_problem_solves_the_weighted_least_squares_closed_form():
     from operators.linalg import conjugate_gradient
-    from recon.ct_problem import CTProblem
+    from recon.problems.ct import CTProblem
 
     n = 8
     op = ParallelBeam2D((n, n), sparse_view_angles(24), 12)  # 288 bins for 64 unknowns: full column rank
@@ -524,7 +524,7 @@ def test_single_slices_use_astra_until_the_matrix_exists():
 
 
 def _val_problem(index: int, I0: float | None):
-    from recon.ct_problem import CTSpec, simulated_ct_problem
+    from recon.problems.ct import CTSpec, simulated_ct_problem
 
     vol = read_ct_volume(HEAD_CT, [index])
     p = simulated_ct_problem(vol.hu[0], vol.pixel_size_mm, CTSpec(views=60, I0=I0, seed=index))

@@ -8,8 +8,8 @@ import torch
 
 from operators.espirit import CalibrationError, acs_region, acs_width, espirit_maps
 from operators.fft import ifft2c
-from recon.masks import make_mask
-from recon.simulate import birdcage_maps, simulate_multicoil
+from recon.data.masks import make_mask
+from recon.data.simulate import birdcage_maps, simulate_multicoil
 from tests.conftest import FASTMRI_REAL, needs_shared
 
 

@@ -285,8 +285,8 @@ def test_same_numbers_as_upstream_fastmri_evaluate(dirs, monkeypatch):
 def reconstructed(tmp_path_factory) -> tuple[Path, Path]:
     """A 3-slice synthetic fastMRI file (recon size 52 x 48 of a 56 x 48 k-space) and its reconstruction
     with --solver zero-filled,sense."""
-    from recon.io import write_fastmri
-    from recon.simulate import simulate_multicoil
+    from recon.data.io import write_fastmri
+    from recon.data.simulate import simulate_multicoil
 
     root = tmp_path_factory.mktemp("contract")
     vol = _target((3, 56, 48), 3) / 100

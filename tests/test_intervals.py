@@ -97,11 +97,11 @@ def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_
     import h5py
     import json
 
-    from recon.io import write_fastmri
+    from recon.data.io import write_fastmri
     from recon.methods import MethodSettings
-    from recon.pipeline import ReconstructConfig, reconstruct_file
-    from recon.problem import MaskSpec
-    from recon.simulate import simulate_multicoil
+    from recon.pipeline.run import ReconstructConfig, reconstruct_file
+    from recon.problems.mri import MaskSpec
+    from recon.data.simulate import simulate_multicoil
     from tests.test_pipeline import N, _gaussian_prior, _phantom
 
     k, _, _ = simulate_multicoil(torch.from_numpy(_phantom(5)[None]), n_coils=4, noise_std=0.002, seed=0)

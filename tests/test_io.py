@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon.io import FastMRIFormatError, center_crop, load_fastmri, parse_header, rss_target, write_fastmri
+from recon.data.io import FastMRIFormatError, center_crop, load_fastmri, parse_header, rss_target, write_fastmri
 from tests.conftest import FASTMRI_REAL, needs_shared
 
 

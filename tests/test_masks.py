@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recon.masks import KINDS, MaskError, make_mask
+from recon.data.masks import KINDS, MaskError, make_mask
 
 SHAPE = (320, 368)
 ACQ = (20, 348)

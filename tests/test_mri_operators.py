@@ -153,7 +153,7 @@ def test_normal_equals_adjoint_of_forward(n_sets, hw, mask_kind):
 def test_batched_calls_with_two_leading_dims_match_one_image_at_a_time():
     # the operator runs a CPU batch one element at a time (cache-sized intermediates); the leading shape
     # [2, 3] must come back intact and each element must equal its own single-image result
-    from recon.simulate import birdcage_maps
+    from recon.data.simulate import birdcage_maps
 
     g = torch.Generator().manual_seed(9)
     maps = birdcage_maps(4, (16, 12))

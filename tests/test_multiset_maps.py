@@ -10,8 +10,8 @@ import torch
 
 from operators.mri import MultiCoilMRI
 from recon.baselines.mri import cg_sense, l1_wavelet, total_variation
-from recon.masks import make_mask
-from recon.simulate.mri import birdcage_maps, simulate_multicoil
+from recon.data.masks import make_mask
+from recon.data.simulate.mri import birdcage_maps, simulate_multicoil
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Noise estimation from k-space (`recon.noise`): known noise on simulated slices, the fallback, the real file."""
+"""Noise estimation from k-space (`recon.problems.noise`): known noise on simulated slices, the fallback, the real file."""
 from __future__ import annotations
 
 import itertools
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from benchmarks.noise_estimation import complex_normal, noise_covariance, sample_anatomy, simulate_case
-from recon.io import FastMRIHeader
-from recon.noise import (AUTO_ORDER, METHODS, NoiseEstimationWarning, estimate_noise,
+from recon.data.io import FastMRIHeader
+from recon.problems.noise import (AUTO_ORDER, METHODS, NoiseEstimationWarning, estimate_noise,
                          rescale_record, whiten, whitening_matrix)
 from tests.conftest import FASTMRI_REAL
 
@@ -102,7 +102,7 @@ def test_json_record_and_rescaling(image):
 
 
 def test_bad_input_raises_a_specific_error():
-    from recon.noise import NoiseEstimationError
+    from recon.problems.noise import NoiseEstimationError
     with pytest.raises(NoiseEstimationError, match="complex k-space"):
         estimate_noise(torch.zeros(4, 8, 8))
     k = torch.zeros(2, 8, 8, dtype=torch.complex64)
@@ -116,8 +116,8 @@ def test_prepare_mri_slice_estimates_before_the_readout_crop(image):
     a number is used as given; 0 is today's noiseless behaviour. (A 96 x 80 version of the slice keeps the
     coil calibration quick.)"""
     from operators.fft import fft2c, ifft2c
-    from recon.io import center_crop
-    from recon.problem import MaskSpec, prepare_mri_slice
+    from recon.data.io import center_crop
+    from recon.problems.mri import MaskSpec, prepare_mri_slice
 
     small = ifft2c(center_crop(fft2c(image), (96, 80)))
     k, readout, _ = simulate_case(small, 8, 0.015, True, False, undersample=False)
@@ -142,9 +142,9 @@ def test_real_t1_estimates_agree_across_slices_methods_and_regions():
     median; on each slice background (fully sampled) and calibration (fully sampled and retrospectively
     undersampled) within 5 % of each other, and the background of each image quarter within 5 %.
     Measured: background 7.09, calibration 6.97 (6.90 at 4x), quarters 7.02-7.13."""
-    from recon.io import load_fastmri
-    from recon.masks import make_mask
-    from recon.noise import background_noise
+    from recon.data.io import load_fastmri
+    from recon.data.masks import make_mask
+    from recon.problems.noise import background_noise
 
     with load_fastmri(FASTMRI_REAL) as vol:
         hdr = vol.header

@@ -16,8 +16,8 @@ from operators.noncartesian_maps import grid_calibration, noncartesian_espirit_m
 from operators.nufft import NonCartesianMRI
 from operators.trajectories import GOLDEN_ANGLE, golden_angle_radial, radial, spiral, undersample
 from recon.baselines.noncartesian import cg_sense, gridding
-from recon.simulate.mri import birdcage_maps
-from recon.simulate.noncartesian import simulate_noncartesian
+from recon.data.simulate.mri import birdcage_maps
+from recon.data.simulate.noncartesian import simulate_noncartesian
 from tests.conftest import DEVICES, SHARED_DATA, needs_cuda, needs_shared
 
 
@@ -231,7 +231,7 @@ def test_cg_sense_and_gridding_on_fully_sampled_radial_phantom():
 
 @needs_shared
 def test_cg_sense_on_fully_sampled_radial_brainweb_slice():
-    from recon.brainweb import brainweb_path, normalize_p99, simulate_slice, tissue_fractions
+    from recon.data.brainweb import brainweb_path, normalize_p99, simulate_slice, tissue_fractions
     import nibabel as nib
 
     z = 90                                                            # 1 mm axial slice, mid-brain

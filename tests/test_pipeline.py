@@ -18,11 +18,11 @@ from skimage.transform import resize, rotate
 from operators.fft import fft2c
 from priors.base import GaussianPrior
 from recon.cli import main as cli
-from recon.io import write_fastmri
+from recon.data.io import write_fastmri
 from recon.methods import MethodSettings
-from recon.pipeline import ReconstructConfig, reconstruct_file
-from recon.problem import MaskSpec
-from recon.simulate import simulate_multicoil
+from recon.pipeline.run import ReconstructConfig, reconstruct_file
+from recon.problems.mri import MaskSpec
+from recon.data.simulate import simulate_multicoil
 from tests.conftest import FASTMRI_REAL, needs_shared
 
 N = 64

@@ -22,9 +22,9 @@ from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
 from recon.cli import main as cli
-from recon.io import write_fastmri
-from recon.outdir import OutputLock
-from recon.simulate import simulate_multicoil
+from recon.data.io import write_fastmri
+from recon.pipeline.outdir import OutputLock
+from recon.data.simulate import simulate_multicoil
 
 N = 48
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,14 +82,14 @@ def test_out_pointing_at_the_input_folder_is_refused_before_work(tmp_path, capsy
 
 
 def test_disk_full_during_the_write_leaves_no_temporary_and_the_input_untouched(tmp_path, capsys, monkeypatch):
-    import recon.io
+    import recon.data.io
 
     src = _mri(tmp_path / "in" / "case.h5")
     before = _sha(src)
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(recon.io.os, "fsync", full)
+    monkeypatch.setattr(recon.data.io.os, "fsync", full)
     out = tmp_path / "out"
     rc = cli(["reconstruct", str(src), "--out", str(out), *FAST])
     assert rc == 1
@@ -114,8 +114,8 @@ def test_too_little_free_space_is_found_before_writing(tmp_path, capsys, monkeyp
 
 _SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, time
-    import recon.pipeline as pipeline
-    from recon.io import atomic_path
+    import recon.pipeline.run as pipeline
+    from recon.data.io import atomic_path
     from recon.cli import main
 
     def slow_figure(path, *args, **kwargs):
@@ -274,15 +274,15 @@ def test_an_all_zero_slice_loses_only_itself(tmp_path, capsys):
 
 
 def test_a_failing_method_keeps_the_others(tmp_path, capsys, monkeypatch):
-    import recon.pipeline
+    import recon.pipeline.run
 
-    real = recon.pipeline.run_method
+    real = recon.pipeline.run.run_method
 
     def flaky(name, problem, settings):
         if name == "sense":
             raise RuntimeError("solver exploded")
         return real(name, problem, settings)
-    monkeypatch.setattr(recon.pipeline, "run_method", flaky)
+    monkeypatch.setattr(recon.pipeline.run, "run_method", flaky)
     src = _mri(tmp_path / "in" / "case.h5")
     out = tmp_path / "out"
     assert cli(["reconstruct", str(src), "--out", str(out), *FAST, "--solver", "sense,zero-filled"]) == 1
@@ -347,7 +347,7 @@ def test_ct_inputs_that_are_not_finite_hu_are_refused(tmp_path, capsys, case, me
     elif case == "mu_units":
         _ct_volume(path, units="mu_per_mm")
     else:
-        from recon.ct_data import CTGeometry, write_sinogram
+        from recon.data.ct_files import CTGeometry, write_sinogram
         geometry = CTGeometry("parallel", np.linspace(0, np.pi, 10, endpoint=False), 46, 1.0, 1.0, (32, 32))
         sino = np.ones((1, 10, 46), np.float32)
         sino[0, 2, 5] = np.nan if case == "nan_sinogram" else -5.0

@@ -233,8 +233,8 @@ def tiny_brain_problem():
 
     from operators.fft import ifft2c, rss
     from priors.registry import load
-    from recon.masks import make_mask
-    from recon.simulate import simulate_multicoil
+    from recon.data.masks import make_mask
+    from recon.data.simulate import simulate_multicoil
 
     x = torch.from_numpy(np.load(DATA / "brainweb51_crops48.npz")["images"][0])
     _, maps, xc = simulate_multicoil(x, n_coils=4, seed=0)

@@ -162,9 +162,9 @@ def test_dds_true_sigma_y_beats_zero_on_noisy_trained_prior():
 
     from operators.fft import ifft2c, rss
     from priors.registry import load
-    from recon.masks import make_mask
+    from recon.data.masks import make_mask
     from recon.metrics import psnr
-    from recon.simulate import simulate_multicoil
+    from recon.data.simulate import simulate_multicoil
 
     from .test_solvers import DATA
 

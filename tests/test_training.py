@@ -1,4 +1,4 @@
-"""Training our priors (`priors.training`) and the data it reads (`recon.brainweb`, `recon.ct_slices`)."""
+"""Training our priors (`priors.training`) and the data it reads (`recon.data.brainweb`, `recon.data.ct_slices`)."""
 from __future__ import annotations
 
 import argparse
@@ -116,8 +116,8 @@ def test_unknown_data_source_is_a_clear_error(tmp_path):
 
 
 def test_spin_echo_signal_and_ct_scale_follow_their_formulas():
-    from recon.brainweb import tissue_signals
-    from recon.ct_slices import hu_to_prior, prior_to_hu
+    from recon.data.brainweb import tissue_signals
+    from recon.data.ct_slices import hu_to_prior, prior_to_hu
 
     s = tissue_signals("T1w")
     assert s[3] == pytest.approx(0.77 * (1 - np.exp(-500 / 500)) * np.exp(-10 / 70), rel=1e-6)  # white matter
@@ -129,7 +129,7 @@ def test_spin_echo_signal_and_ct_scale_follow_their_formulas():
 
 @needs_shared
 def test_brainweb_slices_are_complex_partial_volume_and_p99_normalised():
-    from recon.brainweb import brainweb_slices, load_brainweb_labels, tissue_fractions
+    from recon.data.brainweb import brainweb_slices, load_brainweb_labels, tissue_fractions
 
     labels = load_brainweb_labels(51, SHARED / "data")
     frac = tissue_fractions(labels, 90)
@@ -146,7 +146,7 @@ def test_brainweb_slices_are_complex_partial_volume_and_p99_normalised():
 
 @needs_shared
 def test_ct_split_slices_are_in_the_water_scale():
-    from recon.ct_slices import ct_slices
+    from recon.data.ct_slices import ct_slices
 
     x = ct_slices("test", SHARED / "data")
     assert x.shape == (24, 256, 256) and x.min() >= 0

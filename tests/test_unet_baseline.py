@@ -12,7 +12,7 @@ from priors.checkpoints import CheckpointError
 from priors.networks.fastmri_unet import Unet, UnetInputError
 from recon.baselines.unet import (load_unet, mri_unet_image, pad_to_multiple, unet_ct, unet_forward, unet_from_dict,
                                   unet_mri, unpad)
-from recon.train_unet import (add_train_unet_arguments, export_unet, fourier_crop, random_masks, run_train_unet)
+from recon.baselines.unet_training import (add_train_unet_arguments, export_unet, fourier_crop, random_masks, run_train_unet)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -88,7 +88,7 @@ def test_unet_mri_uses_the_zero_filled_rss_and_crops():
     k = torch.randn(2, 4, 40, 36, dtype=torch.complex64, generator=torch.Generator().manual_seed(3))
     post = unet_mri(k, net, crop=(32, 32))
     from operators.fft import ifft2c, rss
-    from recon.io import center_crop
+    from recon.data.io import center_crop
 
     with torch.no_grad():
         expect = mri_unet_image(net, center_crop(rss(ifft2c(k)), (32, 32)))
@@ -100,7 +100,7 @@ def test_unet_mri_init_has_the_unet_magnitude_and_the_cg_sense_phase():
     from operators.linalg import conjugate_gradient
     from operators.mri import MultiCoilMRI
     from recon.baselines.unet import unet_mri_init
-    from recon.simulate.mri import simulate_multicoil
+    from recon.data.simulate.mri import simulate_multicoil
 
     k, maps, _ = simulate_multicoil(torch.rand(32, 32, generator=torch.Generator().manual_seed(4)), 4, seed=4)
     op = MultiCoilMRI(maps, torch.ones(32))
@@ -161,8 +161,8 @@ def test_training_resume_continues_the_same_run(tmp_path):
 @pytest.mark.skipif(not (WEIGHTS / "unet-brain-mri.pt").exists(), reason="bundled unet-brain-mri.pt absent")
 def test_bundled_brain_unet_beats_zero_filled_by_4db_on_test_subjects():
     from operators.fft import ifft2c, rss
-    from recon.brainweb import BRAINWEB_TEST
-    from recon.train_unet import brain_eval_cases, volume_psnr
+    from recon.data.brainweb import BRAINWEB_TEST
+    from recon.baselines.unet_training import brain_eval_cases, volume_psnr
 
     model = load_unet("unet-brain-mri")
     cases = brain_eval_cases(BRAINWEB_TEST, 2, 4.0, 0.08, seed=1234)  # 4 subjects x 3 contrasts x 2 slices
@@ -177,10 +177,10 @@ def test_bundled_brain_unet_beats_zero_filled_by_4db_on_test_subjects():
 @needs_shared
 @pytest.mark.skipif(not (WEIGHTS / "unet-head-ct.pt").exists(), reason="bundled unet-head-ct.pt absent")
 def test_bundled_ct_unet_beats_fbp_on_test_slices():
-    from recon.ct_slices import ct_slices, hu_to_prior
+    from recon.data.ct_slices import ct_slices, hu_to_prior
     from recon.metrics import psnr
-    from recon.simulate.ct import MU_WATER_PER_MM, ct_sinogram
-    from recon.train_unet import CT_PIXEL_MM, ct_geometry
+    from recon.data.simulate.ct import MU_WATER_PER_MM, ct_sinogram
+    from recon.baselines.unet_training import CT_PIXEL_MM, ct_geometry
 
     hu = torch.from_numpy(ct_slices("test", hu=True)[::6])  # 4 of the 24 test slices
     op = ct_geometry()

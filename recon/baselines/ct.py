@@ -3,7 +3,7 @@
 All take and return torch tensors; leading dimensions are independent slices.
 Units follow `operators.ct`: the sinogram holds line integrals in pixel units
 (``-ln(I / I0)`` when the image is attenuation per pixel, see
-`recon.simulate.ct.hu_to_mu`), and every method returns an image on that same
+`recon.data.simulate.ct.hu_to_mu`), and every method returns an image on that same
 scale, so ``fbp(A x, A) ~ x`` (checked in tests/test_ct.py).
 
 References:

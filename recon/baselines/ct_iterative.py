@@ -8,7 +8,7 @@ with the diagonally preconditioned primal-dual hybrid gradient of Pock & Chambol
 ``K = [A; c grad]``: dual steps ``sigma = 1 / (K 1)`` per row (``1 / (A 1)`` per sinogram bin, ``1 / (2c)``
 for the gradient rows) and primal steps ``tau = 1 / (K^T 1)`` per pixel (``1 / (A^T 1 + 4c)``), with
 ``c = mean(A^T 1) / 4`` so both blocks weigh alike. The preconditioning matters for whitened Poisson data
-(`recon.ct_problem.CTProblem.data_op`, weights spread over two decades): with one global step the
+(`recon.problems.ct.CTProblem.data_op`, weights spread over two decades): with one global step the
 interior of the head barely moved in 100 iterations. Leading dimensions are independent slices.
 
 Units of ``lam``: TV is 1-homogeneous and the data term 2-homogeneous, so a weight that suits an image in

@@ -5,7 +5,7 @@ Every function returns a `Posterior` with the estimate as ``mean`` and ``std=Non
 Conventions: k-space ``complex [..., C, H, W]``, centred (`operators.fft.fft2c`, fastMRI's
 convention), zero where not sampled; maps ``complex [C, H, W]`` or, for M map sets (soft SENSE, BART
 ``ecalib -m M``), ``[M, C, H, W]`` with the coil signal ``sum_m S_m x_m`` and an image ``[..., M, H, W]``
-(`recon.problem.MRIProblem.magnitude` combines the sets by root-sum-of-squares); masks ``[W]`` (1D,
+(`recon.problems.mri.MRIProblem.magnitude` combines the sets by root-sum-of-squares); masks ``[W]`` (1D,
 phase-encode lines) or ``[H, W]``. Leading dimensions are independent slices.
 The regularisation weights ``lam`` are absolute, in the units of the image: the defaults were
 chosen on validation data whose images have p99(|x|) = 1 (see ``benchmarks/RESULTS.md``); scale

@@ -10,7 +10,7 @@ Sizes the network cannot take as they are (not a multiple of ``2**num_pool_layer
 than it) are reflect-padded (zero-padded where reflection is impossible) to the next multiple and
 cropped back; training uses the same `unet_forward`, so padding is part of the model.
 
-U-Net files (written by `recon.train_unet.export_unet`) are one ``torch.save`` dict:
+U-Net files (written by `recon.baselines.unet_training.export_unet`) are one ``torch.save`` dict:
 ``format_version``, ``kind="fastmri-unet"``, ``task`` (``"brain-mri"`` / ``"head-ct"``),
 ``net_config`` (`UnetConfig` fields), ``state_dict`` (fastMRI parameter names) and ``meta``.
 A bare fastMRI state dict (e.g. ``knee_sc_leaderboard_state_dict.pt``) loads too; its width and
@@ -32,7 +32,7 @@ from operators.fft import ifft2c, rss
 from priors.checkpoints import CheckpointError, load_state_dict_checked
 from priors.networks.fastmri_unet import Unet, UnetConfig, UnetInputError, normalize_unet_input
 from recon.baselines.ct import fbp
-from recon.io import center_crop
+from recon.data.io import center_crop
 from solvers.posterior import Posterior
 
 UNET_FORMAT = 1
@@ -214,7 +214,7 @@ def unet_ct(sinogram: torch.Tensor, operator, model: TrainedUnet | Unet, unit: f
         operator: the `ParallelBeam2D` geometry of the sinogram.
         model: ``load_unet("unet-head-ct")`` or a bare `Unet` with one input channel.
         unit: attenuation of water per pixel in the sinogram's scale (``MU_WATER_PER_MM * pixel_mm``
-            for line integrals of `recon.simulate.ct.ct_sinogram`; 1.0 when the image is already in
+            for line integrals of `recon.data.simulate.ct.ct_sinogram`; 1.0 when the image is already in
             the prior's scale). The FBP is divided by it before the network and the output multiplied back.
         filter: FBP filter (ASTRA name).
 

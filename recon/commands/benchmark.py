@@ -99,7 +99,7 @@ def _command_line(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from recon import benchmark as bm
-    from recon.brainweb import SHARED_DATA, DataNotFoundError
+    from recon.data.brainweb import SHARED_DATA, DataNotFoundError
 
     modalities = [m.strip() for m in args.modality.split(",") if m.strip()]
     if not modalities or any(m not in ("mri", "ct") for m in modalities):

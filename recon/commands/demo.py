@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from recon.commands import reconstruct
-from recon.demo import SAMPLE
+from recon.data.demo_sample import SAMPLE
 
 DEMO_SOLVERS = "dds,unet,l1-wavelet,zero-filled"
 # The sample has 160 phase lines: fastMRI's 0.08 would leave 12 calibration lines; 0.16 gives 26, which ESPIRiT

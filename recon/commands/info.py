@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recon.io import FastMRIFormatError, load_fastmri
+from recon.data.io import FastMRIFormatError, load_fastmri
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import torch
 
-from recon.distributed import finish, init_from_env, total
+from recon.pipeline.distributed import finish, init_from_env, total
 from recon.intervals import load_table
-from recon.io import iter_h5_files
-from recon.pipeline import detect_modality, report_error
+from recon.data.io import iter_h5_files
+from recon.pipeline.run import detect_modality, report_error
 from recon.methods import POSTERIOR_METHODS, MethodError, MethodSettings, check_methods
-from recon.ct_problem import CTSpec
-from recon.problem import MaskSpec
+from recon.problems.ct import CTSpec
+from recon.problems.mri import MaskSpec
 
 DEFAULT_PRIOR = {"mri": "brain-mri-complex", "ct": "head-ct"}
 DEFAULT_UNET = {"mri": "unet-brain-mri", "ct": "unet-head-ct"}
@@ -126,7 +126,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    from recon.pipeline import ReconstructConfig
+    from recon.pipeline.run import ReconstructConfig
 
     try:
         methods = check_methods(args.solver.split(","), args.modality)
@@ -155,7 +155,7 @@ def build_config(args: argparse.Namespace):
 
 def settings_hash(args: argparse.Namespace, cfg) -> str:
     """sha256 (16 hex digits) of every setting that changes what is written for a file."""
-    from recon.pipeline import VERSION
+    from recon.pipeline.run import VERSION
 
     record = {"solvers": cfg.solvers, "primary": cfg.primary, "mask": dataclasses.asdict(cfg.mask),
               "ct": dataclasses.asdict(cfg.ct), "slices": cfg.slices, "n_maps": cfg.n_maps, "noise_std": cfg.noise_std,
@@ -269,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from recon.outdir import OutputPathError, check_paths, check_writable
+    from recon.pipeline.outdir import OutputPathError, check_paths, check_writable
 
     try:
         cfg = build_config(args)
@@ -314,8 +314,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _process(path: Path, modality: str, args: argparse.Namespace, cfg, settings_for) -> int:
     """Reconstruct one file under its output lock; returns 1 when anything failed, else 0."""
-    from recon.outdir import OutputLock, remove_stale_temporaries
-    from recon.pipeline import completed_state, reconstruct_file, source_record
+    from recon.pipeline.outdir import OutputLock, remove_stale_temporaries
+    from recon.pipeline.run import completed_state, reconstruct_file, source_record
 
     name = path.stem
     lock = OutputLock(args.out, name)

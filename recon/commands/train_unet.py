@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from recon.train_unet import add_train_unet_arguments, run_train_unet
+from recon.baselines.unet_training import add_train_unet_arguments, run_train_unet
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -7,8 +7,8 @@ unequal coil noise levels and neighbour correlation), a `reconstruction_rss` tar
 (RSS of the noisy fully sampled coil images, cropped: fastMRI's convention), and the header of a
 fastMRI file. Images are 1 mm BrainWeb slices (217 x 181) in a 224 x 192 mm recon field of view.
 
-    python -m recon.simulate.fastmri_like --out DATA_DIR --subjects 51 52 53 54        # test files
-    python -m recon.simulate.fastmri_like --out DATA_DIR --subjects 49 50              # validation files
+    python -m recon.data.simulate.fastmri_like --out DATA_DIR --subjects 51 52 53 54        # test files
+    python -m recon.data.simulate.fastmri_like --out DATA_DIR --subjects 49 50              # validation files
 
 The files are generated on demand from ../shared/data (never shipped: they derive from BrainWeb).
 """
@@ -37,7 +37,7 @@ class FastMRILikeSpec:
         oversample: readout oversampling factor (2 as fastMRI brain and knee files; 1 = none).
         noise_rel: noise std per real/imag part (the same in k-space and in each coil image: orthonormal
             FFT) relative to the 99th percentile of the noiseless RSS image. The default 0.0147 is what the
-            real 8-coil T1 file shows (noise std 7.0 estimated by `recon.noise`, RSS p99 476).
+            real 8-coil T1 file shows (noise std 7.0 estimated by `recon.problems.noise`, RSS p99 476).
         correlation: noise correlation between neighbouring coils (0 = independent coils).
         seed: seeds anatomy texture, phase, coil noise.
     """
@@ -74,10 +74,10 @@ def correlated_noise(shape: tuple[int, ...], cov: np.ndarray, std: float, rng: n
 
 def simulate_volume(subject: int, spec: FastMRILikeSpec, root: Path | str | None = None) -> dict:
     """k-space complex64 [S, C, oversample * 224, 192], target float32 [S, 224, 192], and the true noise std."""
-    from recon.brainweb import SHARED_DATA, brainweb_slices
-    from recon.io import center_crop, rss_target
-    from recon.io import FastMRIHeader
-    from recon.simulate.mri import birdcage_maps
+    from recon.data.brainweb import SHARED_DATA, brainweb_slices
+    from recon.data.io import center_crop, rss_target
+    from recon.data.io import FastMRIHeader
+    from recon.data.simulate.mri import birdcage_maps
 
     rng = np.random.default_rng([spec.seed, subject])
     imgs = brainweb_slices(subject, spec.contrast, rng, n_slices=spec.n_slices, root=root or SHARED_DATA)
@@ -104,11 +104,11 @@ def write_volume(path: Path, subject: int, spec: FastMRILikeSpec, root: Path | s
     """Simulate one subject and write it in the fastMRI layout (attrs record the spec and the true noise)."""
     import json
 
-    from recon.io import write_fastmri
+    from recon.data.io import write_fastmri
 
     v = simulate_volume(subject, spec, root)
     attrs = {"acquisition": f"AX{spec.contrast.upper()}_SIMULATED", "patient_id": f"brainweb{subject:02d}-sim",
-             "source": f"BrainWeb subject {subject}, simulated by diffrecon (recon.simulate.fastmri_like)",
+             "source": f"BrainWeb subject {subject}, simulated by diffrecon (recon.data.simulate.fastmri_like)",
              "simulation": json.dumps(asdict(spec)), "true_noise_std": v["noise_std"]}
     return write_fastmri(path, v["kspace"], target=v["target"], recon_size=RECON_SHAPE, attrs=attrs)
 

@@ -3,7 +3,7 @@
 ``simulate_noncartesian`` turns a magnitude (or complex) image into samples on a
 trajectory: it multiplies a smooth random phase, applies `NonCartesianMRI` with
 birdcage (or given) coil maps, and adds complex Gaussian noise. Coil maps and phase
-come from `recon.simulate.mri`, as for Cartesian simulations; all randomness comes
+come from `recon.data.simulate.mri`, as for Cartesian simulations; all randomness comes
 from the ``seed``.
 """
 from __future__ import annotations

@@ -9,10 +9,10 @@ import torch
 from operators.espirit import sampled_pattern
 from operators.fft import fft2c, ifft2c, rss
 from operators.mri import MultiCoilMRI
-from recon.calibration import calibrate
-from recon.io import FastMRIHeader, center_crop
-from recon.masks import make_mask
-from recon.noise import estimate_noise
+from recon.problems.calibration import calibrate
+from recon.data.io import FastMRIHeader, center_crop
+from recon.data.masks import make_mask
+from recon.problems.noise import estimate_noise
 
 
 @dataclass(frozen=True)
@@ -32,16 +32,16 @@ class MRIProblem:
     Attributes:
         y: measured (masked) k-space, complex64 [C, H, W].
         mask: float32 [H, W] sampling mask (1D masks are expanded).
-        maps: coil maps (`recon.calibration.calibrate`: ESPIRiT or NLINV), complex64 [C, H, W] or [M, C, H, W].
+        maps: coil maps (`recon.problems.calibration.calibrate`: ESPIRiT or NLINV), complex64 [C, H, W] or [M, C, H, W].
         op: `MultiCoilMRI(maps, mask)`.
         crop: (rH, rW) fastMRI recon size for outputs and metrics.
         reference: magnitude [rH, rW] (the file's target or the RSS of fully sampled data), or None.
         acceleration: achieved acceleration of `mask` over the acquired lines.
         retrospective: True when the mask was applied here to fully sampled data.
         mask_kind: the mask kind, or "file" when the file's own sampling was used.
-        calibration: how the maps were obtained (`recon.calibration.Calibration.record`), or None.
+        calibration: how the maps were obtained (`recon.problems.calibration.Calibration.record`), or None.
         noise_std: k-space noise std per real/imaginary part, in the units of the k-space given (0 = noiseless).
-        noise: the noise estimate's record (`recon.noise.NoiseEstimate.to_json`), or None when given.
+        noise: the noise estimate's record (`recon.problems.noise.NoiseEstimate.to_json`), or None when given.
     """
 
     y: torch.Tensor

@@ -21,7 +21,7 @@ import torch
 from operators.base import LinearOperator
 from operators.ct import FanBeam2D, ParallelBeam2D, limited_angle, sparse_view_angles
 from operators.weighted import WeightedOperator
-from recon.simulate.ct import MU_WATER_PER_MM, ct_sinogram, mu_to_hu
+from recon.data.simulate.ct import MU_WATER_PER_MM, ct_sinogram, mu_to_hu
 
 HU_WINDOW = (-1024.0, 2000.0)   # metrics: HU clipped to this window, shifted to start at 0
 HU_RANGE = HU_WINDOW[1] - HU_WINDOW[0]

@@ -62,7 +62,7 @@ class CTVolume:
 
     @property
     def pixel_size_mm(self) -> float:
-        """In-plane pixel size (x), the factor of `recon.simulate.ct.hu_to_mu`."""
+        """In-plane pixel size (x), the factor of `recon.data.simulate.ct.hu_to_mu`."""
         return self.spacing_mm_xyz[0]
 
 

@@ -1,9 +1,9 @@
 """The embedded default: a small fastMRI-format sample shipped with the package, and `recon demo`.
 
 The sample is simulated by the project's own code from a held-out BrainWeb *test* subject (51):
-T1-weighted complex slices (`recon.brainweb`), 8 birdcage coils and complex noise
-(`recon.simulate.simulate_multicoil`), fully sampled, written with `recon.io.write_fastmri`.
-Regenerate it with ``python -m recon.demo --make-sample`` (needs ../shared/data).
+T1-weighted complex slices (`recon.data.brainweb`), 8 birdcage coils and complex noise
+(`recon.data.simulate.simulate_multicoil`), fully sampled, written with `recon.data.io.write_fastmri`.
+Regenerate it with ``python -m recon.data.demo_sample --make-sample`` (needs ../shared/data).
 """
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-SAMPLE = Path(__file__).resolve().parent / "samples" / "brainweb_subject51_t1w.h5"
+SAMPLE = Path(__file__).resolve().parents[1] / "samples" / "brainweb_subject51_t1w.h5"
 SAMPLE_SHAPE = (192, 160)
 
 
 def make_demo_sample(path: Path = SAMPLE, n_slices: int = 3, n_coils: int = 8, seed: int = 51) -> Path:
     """Simulate the demo file (BrainWeb test subject 51, T1w, fully sampled, 8 coils) at `path`."""
-    from recon.brainweb import brainweb_slices
-    from recon.io import center_crop, write_fastmri
-    from recon.simulate import simulate_multicoil
+    from recon.data.brainweb import brainweb_slices
+    from recon.data.io import center_crop, write_fastmri
+    from recon.data.simulate import simulate_multicoil
 
     rng = np.random.default_rng(seed)
     imgs = brainweb_slices(51, "T1w", rng, n_slices=n_slices + 2)[1:-1]          # skip the extreme slices

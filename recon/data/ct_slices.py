@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon.brainweb import SHARED_DATA, DataNotFoundError
+from recon.data.brainweb import SHARED_DATA, DataNotFoundError
 
 CT_TRAIN: tuple[int, ...] = tuple(range(0, 72))
 CT_VAL: tuple[int, ...] = tuple(range(72, 84))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 # Subject splits (keep them: numbers across the project stay comparable).
 BRAINWEB_TRAIN: tuple[int, ...] = (4, 5, 6, 18, 20, 38, 41, 42, 43, 44, 45, 46, 47, 48)

@@ -14,13 +14,13 @@ import numpy as np
 import torch
 
 from recon import metrics
-from recon.ct_problem import HU_RANGE, CTProblem, CTSpec, metric_image, simulated_ct_problem
+from recon.problems.ct import HU_RANGE, CTProblem, CTSpec, metric_image, simulated_ct_problem
 from operators.fft import ifft2c, rss
-from recon.io import FastMRIFormatError, center_crop, load_fastmri
+from recon.data.io import FastMRIFormatError, center_crop, load_fastmri
 from recon.methods import MethodSettings, run_method
-from recon.noise import NoiseEstimationWarning, rescale_record
-from recon.outputs import export_dicom, export_nifti, json_safe, write_json, write_panel, write_result_h5
-from recon.problem import MaskSpec, MRIProblem, prepare_mri_slice
+from recon.problems.noise import NoiseEstimationWarning, rescale_record
+from recon.pipeline.writers import export_dicom, export_nifti, json_safe, write_json, write_panel, write_result_h5
+from recon.problems.mri import MaskSpec, MRIProblem, prepare_mri_slice
 from solvers.posterior import Posterior
 
 VERSION = "0.1.0"
@@ -328,7 +328,7 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodSettings) -
 # ---------------------------------------------------------------------------
 def _ct_source(path: Path, cfg: ReconstructConfig) -> tuple[list[int], Callable[[int], CTProblem], dict[str, Any], int]:
     """The slices to do, a builder of slice `i`'s problem, the acquisition record and the file's slice count."""
-    from recon.ct_data import read_ct_volume, read_sinogram
+    from recon.data.ct_files import read_ct_volume, read_sinogram
 
     is_sinogram = False
     if path.is_file():
@@ -496,7 +496,7 @@ def _estimated_bytes(datasets: dict[str, np.ndarray | None], groups: dict[str, d
 
 def write_outputs(out_dir: Path, cfg: ReconstructConfig, summary: dict[str, Any], result: VolumeResult) -> None:
     """NAME.h5, NAME.png, exports, and NAME.json last. Images are stored as float32."""
-    from recon.outdir import check_free_space
+    from recon.pipeline.outdir import check_free_space
 
     paths = output_paths(out_dir, result.name)
     primary = summary["primary"]

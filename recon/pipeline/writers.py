@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from recon.io import atomic_h5, atomic_path
+from recon.data.io import atomic_h5, atomic_path
 
 
 def json_safe(obj: Any) -> Any:

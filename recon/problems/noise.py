@@ -405,7 +405,7 @@ def estimate_noise(
 
 
 def estimate_volume_noise(volume, slices: list[int] | None = None, **kwargs) -> tuple[float, list[NoiseEstimate]]:
-    """Per-slice estimates of an open `recon.io.FastMRIVolume` and the per-file std (their median, over the
+    """Per-slice estimates of an open `recon.data.io.FastMRIVolume` and the per-file std (their median, over the
     slices that gave one; 0 when none did). `kwargs` go to `estimate_noise` (``readout_size`` defaults to
     the header's recon readout)."""
     kwargs.setdefault("readout_size", volume.header.recon_size[0])

@@ -4,7 +4,7 @@ Tasks
 -----
 ``brain-mri``  fastMRI's in-distribution setting (Zbontar et al. 2018): random 1D masks at 4x
                (centre fraction 0.08) and 8x (0.04), drawn afresh for every example. Data: BrainWeb
-               train subjects (`recon.brainweb.BRAINWEB_TRAIN`), T1w/T2w/PDw, complex slices
+               train subjects (`recon.data.brainweb.BRAINWEB_TRAIN`), T1w/T2w/PDw, complex slices
                reduced to 1.5 mm by cropping k-space (217x181 -> 144x120, `BRAIN_SHAPE`), 8 birdcage
                coils, complex Gaussian k-space noise (`BRAIN_NOISE`). Input: zero-filled RSS,
                instance-normalised; target: RSS of the fully sampled coil images, normalised with the
@@ -39,7 +39,7 @@ from operators.fft import fft2c, ifft2c, rss
 from priors.networks.fastmri_unet import Unet, UnetConfig, normalize_unet_input
 from priors.registry import write_weights
 from recon.baselines.unet import UNET_FORMAT, UNET_KIND, mri_unet_image, unet_forward
-from recon.masks import make_mask
+from recon.data.masks import make_mask
 from recon.metrics import psnr
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -75,7 +75,7 @@ def brain_images(subjects: Sequence[int], n_slices: int, seed: int, contrasts: S
     Ordered subject-major, then contrast, then slice; each slice has p99(|x|) = 1 after the crop.
     Deterministic for ``seed`` (one generator per subject and contrast).
     """
-    from recon.brainweb import SHARED_DATA, brainweb_slices, load_brainweb_labels, normalize_p99
+    from recon.data.brainweb import SHARED_DATA, brainweb_slices, load_brainweb_labels, normalize_p99
 
     out = []
     for s in subjects:
@@ -121,7 +121,7 @@ def brain_eval_cases(subjects: Sequence[int], n_slices: int, acceleration: float
     Returns ``{"kspace": complex64 [N, C, H, W] (undersampled), "target": float32 [N, H, W] (RSS),
     "masks": [N, W], "maps": [C, H, W], "volume": int64 [N] (index of the subject-contrast volume)}``.
     """
-    from recon.simulate.mri import birdcage_maps
+    from recon.data.simulate.mri import birdcage_maps
 
     imgs = torch.from_numpy(brain_images(subjects, n_slices, seed, contrasts, root=root))
     maps = birdcage_maps(BRAIN_COILS, BRAIN_SHAPE)
@@ -157,9 +157,9 @@ def ct_pairs(split: str, photons: Sequence[float | None], seed: int, root: Path 
     Returns float32 ``[len(photons) * S, 256, 256]`` each (photon-major order).
     """
     from recon.baselines.ct import fbp
-    from recon.brainweb import SHARED_DATA
-    from recon.ct_slices import ct_slices, hu_to_prior
-    from recon.simulate.ct import MU_WATER_PER_MM, ct_sinogram
+    from recon.data.brainweb import SHARED_DATA
+    from recon.data.ct_slices import ct_slices, hu_to_prior
+    from recon.data.simulate.ct import MU_WATER_PER_MM, ct_sinogram
 
     hu = torch.from_numpy(ct_slices(split, root or SHARED_DATA, hu=True))
     op = ct_geometry(tuple(hu.shape[-2:]))
@@ -231,7 +231,7 @@ def _prepare(task: str, cache: Path, args: argparse.Namespace) -> dict[str, np.n
     """Simulate the training and validation data once into ``cache`` (npz) and load it."""
     if not cache.exists():
         root = Path(args.data_root)
-        from recon.brainweb import BRAINWEB_TRAIN, BRAINWEB_VAL
+        from recon.data.brainweb import BRAINWEB_TRAIN, BRAINWEB_VAL
 
         if task == "brain-mri":
             val = brain_eval_cases(BRAINWEB_VAL, 2, 4.0, 0.08, seed=args.seed + 7, root=root)
@@ -268,7 +268,7 @@ def export_unet(checkpoint: Path | str, out: Path | str, half: bool = False) -> 
 # ---------------------------------------------------------------------------
 def add_train_unet_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Arguments of ``recon train-unet``."""
-    from recon.brainweb import SHARED_DATA
+    from recon.data.brainweb import SHARED_DATA
 
     p.add_argument("--task", choices=("brain-mri", "head-ct"), required=True)
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint.pt, loss.csv)")
@@ -310,7 +310,7 @@ def run_train_unet(args: argparse.Namespace) -> dict[str, Any]:
     gen = torch.Generator().manual_seed(args.seed + 3)
     step, wall_prev, final_loss, validation = 0, 0.0, float("nan"), {}
     if task == "brain-mri":
-        from recon.simulate.mri import birdcage_maps
+        from recon.data.simulate.mri import birdcage_maps
 
         images = torch.from_numpy(data["images"])
         maps = birdcage_maps(BRAIN_COILS, tuple(images.shape[-2:]))

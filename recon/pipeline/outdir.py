@@ -2,7 +2,7 @@
 clean-up of temporaries left by killed runs, and the checks made before any work.
 
 Every output of input ``NAME`` (``NAME.h5``, ``NAME.png``, ``NAME.json``, exports) is written to a
-temporary ``.FINAL.XXXXXXXX.tmp...`` beside it and renamed into place (`recon.outputs.atomic_path`).
+temporary ``.FINAL.XXXXXXXX.tmp...`` beside it and renamed into place (`recon.pipeline.writers.atomic_path`).
 A run holds ``.NAME.lock`` (an advisory `fcntl` lock) while it works on ``NAME``; only the holder
 writes or removes ``NAME``'s files, so two runs on one ``--out`` never write the same output.
 """

@@ -1,0 +1,1 @@
+"""The `recon reconstruct` pipeline: per-file runs, result files, output folders, torchrun sharding."""

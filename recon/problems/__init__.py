@@ -1,0 +1,1 @@
+"""Problems: an MRI or CT reconstruction problem (operator, measurement, scale, noise) built from data."""
