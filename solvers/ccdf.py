@@ -3,21 +3,24 @@
 Chung, Sim & Ye, "Come-closer-diffuse-faster: accelerating conditional diffusion models for inverse
 problems through stochastic contraction", CVPR 2022. Instead of starting the reverse diffusion from pure
 noise at sigma_max, forward-diffuse an initial estimate to ``sigma_start`` (the paper's t0) and run the
-reverse steps (predictor + data consistency, as `projection` without corrector) from there:
+reverse steps (predictor + data consistency, `solvers.predictor_corrector`, the steps of `projection`,
+without corrector by default) from there:
 
     x_start = x_init + sigma_start * z,   x_init in {zero-filled A^H y, least-squares (CG-SENSE / CGLS),
                                                   a given image such as a U-Net output}
 
 Defaults: sigma_start = 0.1 in the prior's scale (unit p99 intensity) and 20 NFE, chosen on validation data
-(sweep 0.05..2 in benchmarks/RESULTS.md: lower starts score higher PSNR with a least-squares start). A low
-start contracts the posterior spread: ccdf's std is an under-estimate of the uncertainty, more so than dds's.
+(lower starts scored higher PSNR with a least-squares start): see benchmarks/RESULTS.md, Solver defaults.
+A low start contracts the posterior spread: ccdf's std is an under-estimate of the uncertainty, more so than
+dds's.
 
 Noisy data (sigma_y > 0): data consistency as `projection`'s (proximal likelihood step weighted by each move's
 variance), and the "least-squares" start is ridge least squares, ``(I + gamma A^H A) x = gamma A^H y`` with
 gamma = sigma_d^2 / sigma_y^2 (sigma_d = ``prior.info.sigma_data``): the MAP under a white prior, so the start
 does not carry the g-factor-amplified noise of plain least squares. With a start as low as sigma_y the chain
-integrates only about sigma_start^2 / sigma_y^2 of likelihood weight: on the noisy Gaussian test the default
-start 0.1 = sigma_y leaves a mean error of 0.54 posterior std (0.30 with sigma_start 0.3).
+integrates only about sigma_start^2 / sigma_y^2 of likelihood weight, so the mean stays biased towards the
+start; a higher sigma_start reduces that bias (measured on the noisy Gaussian test: see benchmarks/RESULTS.md,
+Solver defaults).
 """
 from __future__ import annotations
 
@@ -26,9 +29,12 @@ from typing import ClassVar
 
 import torch
 
+from operators.base import LinearOperator
+
 from . import dc as dcs
-from .loop import Context, SolverError, least_squares_image
-from .projection import Projection
+from . import predictor_corrector as pc
+from .loop import Context, Sampler, SolverError, least_squares_image
+from .posterior import Posterior
 from .schedule import geometric_sigmas, noise_range, with_final_zero
 
 INITS = ("least-squares", "zero-filled")
@@ -36,15 +42,41 @@ LEAST_SQUARES_ITERS = 10
 
 
 @dataclass
-class CCDF(Projection):
-    """Reverse diffusion with data consistency from a forward-diffused initial estimate."""
+class CCDF(Sampler):
+    """Reverse diffusion with data consistency from a forward-diffused initial estimate.
+
+    Hyper-parameters: sigma_start (the start level, in the prior's scale), init ("least-squares",
+    "zero-filled" or an image tensor [*domain] in the data's units), sigma_min (None = the prior's), and the
+    predictor-corrector step's snr, corrector_steps, dc, lam, cg_iters, noised_measurement (as `projection`'s;
+    see `solvers.predictor_corrector`). NFE = n_steps * (1 + corrector_steps) - corrector_steps.
+    """
 
     name: ClassVar[str] = "ccdf"
     default_nfe: ClassVar[int] = 20
 
+    snr: float = 0.32
     corrector_steps: int = 0
+    dc: str = "auto"
+    lam: float = 1.0
+    cg_iters: int = 3
+    noised_measurement: bool | None = None
+    sigma_min: float | None = None
     sigma_start: float = 0.1
     init: str | torch.Tensor = "least-squares"
+
+    @property
+    def settings(self) -> pc.StepSettings:
+        """This sampler's predictor-corrector hyper-parameters."""
+        return pc.StepSettings(dc=self.dc, lam=self.lam, cg_iters=self.cg_iters,
+                               noised_measurement=self.noised_measurement, snr=self.snr,
+                               corrector_steps=self.corrector_steps)
+
+    def run(self, operator: LinearOperator, y: torch.Tensor, prior, **kw) -> Posterior:
+        """`Sampler.run` on the operator's coil-wise form for dc="per-coil", on `operator` otherwise."""
+        return super().run(pc.chain_operator(operator, self.dc, self.name), y, prior, **kw)
+
+    def steps_for_nfe(self, nfe: int) -> int:
+        return pc.steps_for_nfe(nfe, self.corrector_steps, self.name)
 
     def sigmas(self, ctx: Context, n_steps: int) -> torch.Tensor:
         _, lo = noise_range(None, self.sigma_min, self.sigma_start, ctx.prior.info.sigma_min,
@@ -70,3 +102,10 @@ class CCDF(Projection):
 
     def start(self, ctx: Context, sigma0: float) -> torch.Tensor:
         return self.init_image(ctx) + sigma0 * ctx.noise()
+
+    def step(self, ctx: Context, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+        return pc.predictor_corrector_step(ctx, x, sigma, sigma_next, self.settings)
+
+    def finalize(self, ctx: Context, x: torch.Tensor) -> torch.Tensor:
+        """The image the operator's user sees (`LinearOperator.as_image`): rss magnitudes for coil images."""
+        return ctx.op.as_image(x)

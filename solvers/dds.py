@@ -8,8 +8,8 @@ ICLR 2024, Algorithm 1, in VE form. At each of the NFE steps:
        data (conjugated inner products on complex data);
     3. DDIM re-noising with eta (default 1.0) to the next level (`loop.ddim_step`).
 The last step lands on sigma = 0 and returns the data-consistent x0. Default 50 NFE (the paper's 49-100).
-Defaults eta = 1.0 and cg_iters = 10 were chosen on validation data (BrainWeb 49/50 random 4x/8x, head CT
-72..83 sparse-60; the paper uses eta 0.85 and 5 CG steps): see the sweep in benchmarks/RESULTS.md.
+Defaults eta = 1.0 and cg_iters = 10 were chosen on validation data, MRI and CT (the paper uses eta 0.85 and
+5 CG steps; more CG steps over-fit the MRI data): see benchmarks/RESULTS.md, Solver defaults.
 
 Noisy data (sigma_y > 0). The paper's noisy variant (its Sec. 4, "noisy" experiments) solves
 ``min_x gamma/2 ||y - A x||^2 + 1/2 ||x - x0||^2`` by CG with a hand-set gamma. Here gamma is derived:
@@ -18,19 +18,18 @@ sigma_d^2) (its error variance for white data of per-part std sigma_d = ``prior.
 ``y ~ N(A x_true, sigma_y^2 I)``, the posterior mean of x_true is that proximal step with
 ``gamma_i = gamma_scale * v_i / sigma_y^2`` (`dc.proximal_weight`). Without that weight, 10 exact CG steps
 fit the noise and amplify it by the g-factor. An explicit `gamma` overrides the derived one.
-Default gamma_scale = 1.0 (the derived weight), chosen on validation data: BrainWeb 49/50, random 4x/8x,
-k-space noise 0.002 / 0.0035 / 0.007 per part, 50 NFE, 4 samples; 1.0 beat 0.25 by 0.05-0.21 dB in all six
-(setting, noise) columns (benchmarks/results/noise_solvers.md).
+Default gamma_scale = 1.0 (the derived weight), chosen on noisy validation data, where it beat a quarter of
+the derived weight at every undersampling and noise level tried: see benchmarks/RESULTS.md, Solver defaults.
 
 Re-noising (`renoise`): "denoiser" (default, the paper's) re-noises with the network's noise estimate
 ``eps = (x - x0) / sigma``; "posterior" with that of the data-consistent x0, ``eps = (x - x0_dc) / sigma``, so
 that with eta = 1 the step is the ancestral step of the reverse SDE of p(x_sigma | y), whose score is
 ``(E[x0 | x_sigma, y] - x_sigma) / sigma^2`` (the proximal step is that conditional mean under the Gaussian
 model above). "denoiser" adds each step's full correction to the next level's image, so the data count more
-than once. On the noisy Gaussian test (tests/test_solvers_noise.py, 50 NFE; mean error in posterior stds, std
-ratio): "denoiser" gamma_scale 1: 0.92, 0.62; "denoiser" 0.25: 0.25, 0.93; "posterior" 1: 0.23, 0.87. On the
-validation slices (random 8x, noise 0.0035, gamma_scale 1) "denoiser" scored 0.8 dB higher than "posterior"
-(23.47 vs 22.65 dB). So the default favours image quality; ``renoise="posterior"`` is the calibrated sampler.
+than once. On the noisy Gaussian test (tests/test_solvers_noise.py) "denoiser" pulls the mean towards the noisy
+data and shrinks the spread, while "posterior" (or "denoiser" with a quarter of the derived weight) comes close
+to the true posterior; on the validation slices "denoiser" scored the higher PSNR. So the default favours image
+quality; ``renoise="posterior"`` is the calibrated sampler. Numbers: benchmarks/RESULTS.md, Solver defaults.
 """
 from __future__ import annotations
 

@@ -15,9 +15,9 @@ zeta, not sigma_y). In our VE variable, with grad_u = grad_x / sqrt(abar_i) and 
 
 so `zeta` is in the paper's units (its values 0.1..10 transfer; at high noise the VE step is (1 + sigma^2)
 times the un-converted one). The data enter in the prior's intensity scale (unit p99), as the paper's in
-[-1, 1]. Default zeta = 1.5: the step the earlier VE default (3.0 on grad ||r||, chosen on BrainWeb 49 random
-8x at 500 NFE, benchmarks/RESULTS.md) took at low noise (grad ||r||^2 / ||r|| = 2 grad ||r||); at high noise it
-is now (1 + sigma^2) times larger, as the paper's. Not re-tuned on validation data since the conversion.
+[-1, 1]. Default zeta = 1.5: the step the earlier VE default (3.0 on grad ||r||, chosen on validation data:
+see benchmarks/RESULTS.md, Solver defaults) took at low noise (grad ||r||^2 / ||r|| = 2 grad ||r||); at high
+noise it is now (1 + sigma^2) times larger, as the paper's. Not re-tuned on validation data since the conversion.
 The guidance per step is fixed, so its total grows with NFE: DPS is not a consistent sampler, and its
 error on the closed-form Gaussian test depends on NFE (tests/test_solvers_noise.py). NFE = number of steps.
 """

@@ -15,9 +15,9 @@ last level the likelihood is the true one (variance sigma_y^2). Only when sigma_
 (`dc.likelihood_variance`): a Langevin step a_L = step_scale sigma_L^2 on a sharper likelihood is unstable.
 NFE = n_levels * steps_per_level.
 
-Default step_scale = 1.0, chosen on validation data (BrainWeb 49/50, random 8x, 600 NFE: 0.1 / 0.3 / 1.0 gave
-20.9 / 21.7 / 22.4 dB; benchmarks/RESULTS.md). The score term alone is stable for step_scale < 2; with few
-levels (NFE << 600) the initial noise is not annealed away and the result is poor.
+Default step_scale = 1.0, chosen on validation data (the largest and best of the values swept, so a wider
+sweep could still gain): see benchmarks/RESULTS.md, Solver defaults. The score term alone is stable for
+step_scale < 2; with few levels (NFE << 600) the initial noise is not annealed away and the result is poor.
 """
 from __future__ import annotations
 

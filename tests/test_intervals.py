@@ -99,7 +99,8 @@ def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_
 
     from recon.data.io import write_fastmri
     from recon.methods import MethodSettings
-    from recon.pipeline.run import ReconstructConfig, reconstruct_file
+    from recon.pipeline.run import reconstruct_file
+    from recon.pipeline.volume import ReconstructConfig
     from recon.problems.mri import MaskSpec
     from recon.data.simulate import simulate_multicoil
     from tests.test_pipeline import N, _gaussian_prior, _phantom

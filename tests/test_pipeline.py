@@ -20,7 +20,8 @@ from priors.base import GaussianPrior
 from recon.cli import main as cli
 from recon.data.io import write_fastmri
 from recon.methods import MethodSettings
-from recon.pipeline.run import ReconstructConfig, reconstruct_file
+from recon.pipeline.run import reconstruct_file
+from recon.pipeline.volume import ReconstructConfig
 from recon.problems.mri import MaskSpec
 from recon.data.simulate import simulate_multicoil
 from tests.conftest import FASTMRI_REAL, needs_shared

@@ -114,7 +114,7 @@ def test_too_little_free_space_is_found_before_writing(tmp_path, capsys, monkeyp
 
 _SIGTERM_SCRIPT = textwrap.dedent("""
     import sys, time
-    import recon.pipeline.run as pipeline
+    import recon.pipeline.results as results
     from recon.data.io import atomic_path
     from recon.cli import main
 
@@ -124,7 +124,7 @@ _SIGTERM_SCRIPT = textwrap.dedent("""
             print("WRITING", flush=True)
             time.sleep(120)
 
-    pipeline._write_figure = slow_figure
+    results._write_figure = slow_figure
     sys.exit(main(sys.argv[1:]))
 """)
 

@@ -126,7 +126,7 @@ def _check_numbers(args: argparse.Namespace) -> None:
 
 
 def build_config(args: argparse.Namespace):
-    from recon.pipeline.run import ReconstructConfig
+    from recon.pipeline.volume import ReconstructConfig
 
     try:
         methods = check_methods(args.solver.split(","), args.modality)
@@ -155,7 +155,7 @@ def build_config(args: argparse.Namespace):
 
 def settings_hash(args: argparse.Namespace, cfg) -> str:
     """sha256 (16 hex digits) of every setting that changes what is written for a file."""
-    from recon.pipeline.run import VERSION
+    from recon.pipeline.volume import VERSION
 
     record = {"solvers": cfg.solvers, "primary": cfg.primary, "mask": dataclasses.asdict(cfg.mask),
               "ct": dataclasses.asdict(cfg.ct), "slices": cfg.slices, "n_maps": cfg.n_maps, "noise_std": cfg.noise_std,
@@ -315,7 +315,8 @@ def _run(args: argparse.Namespace) -> int:
 def _process(path: Path, modality: str, args: argparse.Namespace, cfg, settings_for) -> int:
     """Reconstruct one file under its output lock; returns 1 when anything failed, else 0."""
     from recon.pipeline.outdir import OutputLock, remove_stale_temporaries
-    from recon.pipeline.run import completed_state, reconstruct_file, source_record
+    from recon.pipeline.outdir import completed_state, source_record
+    from recon.pipeline.run import reconstruct_file
 
     name = path.stem
     lock = OutputLock(args.out, name)

@@ -14,8 +14,11 @@ import os
 import re
 import shutil
 import tempfile
+import json
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
+
+import h5py
 
 _TMP_TAIL = re.compile(r"[A-Za-z0-9_]{8}\.tmp.*")
 
@@ -130,3 +133,48 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+# ---------------------------------------------------------------------------
+# what is already in the output folder
+# ---------------------------------------------------------------------------
+def output_paths(out_dir: Path, name: str) -> dict[str, Path]:
+    return {"h5": out_dir / f"{name}.h5", "png": out_dir / f"{name}.png", "json": out_dir / f"{name}.json"}
+
+
+def source_record(path: Path) -> dict[str, Any]:
+    """Where an input came from and which version of it (size, modification time)."""
+    st = path.stat()
+    return {"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _written_by_us(path: Path) -> bool:
+    """True for an HDF5 file that `write_outputs` wrote (it carries our `settings_hash` attribute)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "settings_hash" in f.attrs and "software_version" in f.attrs
+    except OSError:
+        return False
+
+
+def completed_state(out_dir: Path, name: str, source: dict[str, Any], settings_hash: str) -> str:
+    """"complete" when NAME's outputs exist and were made from this input with these settings;
+    "missing" (some output absent or unreadable), "settings" (other settings or a changed input file),
+    "other-source" (another input file of the same name), or "foreign" (OUT/NAME.h5 exists and was not
+    written by `recon reconstruct`: never overwritten)."""
+    paths = output_paths(out_dir, name)
+    if paths["h5"].exists() and not _written_by_us(paths["h5"]):
+        return "foreign"
+    if not all(p.exists() for p in paths.values()):
+        return "missing"
+    try:
+        done = json.loads(paths["json"].read_text())
+    except (OSError, ValueError):
+        return "missing"
+    previous = done.get("source") or {}
+    if previous.get("path") != source["path"]:
+        return "other-source"
+    same_file = previous.get("size") == source["size"] and previous.get("mtime_ns") == source["mtime_ns"]
+    if not same_file or done.get("settings_hash") != settings_hash:
+        return "settings"
+    return "complete"
