@@ -19,11 +19,17 @@ def machine() -> str:
     return f"{os.cpu_count()} CPU cores ({platform.processor() or platform.machine()}), torch {torch.__version__}{gpu}"
 
 
-def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, sync_cuda: bool = False) -> float:
-    """Best wall time of `repeats` calls, in seconds, after `warmup` calls."""
+def wall_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, sync_cuda: bool = False,
+              summary: Callable[[list[float]], float] = min) -> float:
+    """Seconds per call of `fn`: `summary` (default the minimum) of `repeats` timed calls after `warmup` untimed ones.
+
+    The minimum is the reproducible number on a shared machine (other jobs slow single calls at random);
+    pass ``summary=statistics.median`` for the median. With `sync_cuda` every timed call starts and ends
+    on an idle CUDA device, so asynchronous kernels count in the call that launched them.
+    """
     for _ in range(warmup):
         fn()
-    best = float("inf")
+    times = []
     for _ in range(repeats):
         if sync_cuda:
             torch.cuda.synchronize()
@@ -31,8 +37,8 @@ def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, sync_
         fn()
         if sync_cuda:
             torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        times.append(time.perf_counter() - t0)
+    return summary(times)
 
 
 def append_results(title: str, table: str, notes: str = "") -> None:

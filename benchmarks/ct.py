@@ -20,7 +20,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -30,6 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import wall_time  # noqa: E402
 from operators.ct import FanBeam2D, ParallelBeam2D, cuda_available, sparse_view_angles  # noqa: E402
 
 HEAD_CT = ROOT.parent / "shared" / "data" / "ct" / "head_ct.h5"
@@ -47,18 +47,6 @@ def _slices(n: int) -> tuple[np.ndarray, str]:
     c = np.arange(N) - (N - 1) / 2
     disk = (c[None] ** 2 + c[:, None] ** 2 <= 100**2).astype(np.float32) * 0.0192
     return np.stack([disk] * n), "disk phantom (../shared absent)"
-
-
-def _time(fn: Callable[[], object], repeats: int, sync: Callable[[], None] = lambda: None) -> float:
-    fn()  # warm-up
-    sync()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def _astra_pair(op, x: torch.Tensor) -> Callable[[], object]:
@@ -98,15 +86,17 @@ def main(argv: list[str] | None = None) -> None:
             "ASTRA fan line_fanflat (CPU)": FanBeam2D((N, N), fan_angles, 2 * N_DET, 1.0, 600.0, 600.0),
         }
         for name, op in ops.items():
-            rows.append((n_views, name, _time(_astra_pair(op, x_cpu), args.repeats) / args.slices))
+            rows.append((n_views, name, wall_time(_astra_pair(op, x_cpu), args.repeats,
+                                                     summary=statistics.median) / args.slices))
         if cuda_available():
-            x_gpu, sync = x_cpu.cuda(), torch.cuda.synchronize
+            x_gpu = x_cpu.cuda()
             for name, op in (("ASTRA parallel (CUDA)", ops["ASTRA parallel linear (CPU)"]),
                              ("ASTRA fan (CUDA)", ops["ASTRA fan line_fanflat (CPU)"])):
-                rows.append((n_views, name, _time(_astra_pair(op, x_gpu), args.repeats, sync) / args.slices))
+                rows.append((n_views, name, wall_time(_astra_pair(op, x_gpu), args.repeats, sync_cuda=True,
+                                                         summary=statistics.median) / args.slices))
         theta = np.degrees(angles)
         rows.append((n_views, "skimage radon + iradon(filter=None)",
-                     _time(_skimage_pair(images, theta), args.repeats) / args.slices))
+                     wall_time(_skimage_pair(images, theta), args.repeats, summary=statistics.median) / args.slices))
 
     table = ["| views | method | forward + adjoint per slice (ms) |", "|---:|---|---:|"]
     table += [f"| {v} | {name} | {1e3 * t:.1f} |" for v, name, t in rows]

@@ -12,7 +12,7 @@ import sigpy as sp
 import sigpy.mri as spmri
 import torch
 
-from benchmarks.common import append_results, best_time
+from benchmarks.common import append_results, wall_time
 from operators import MultiCoilMRI
 from operators.espirit import espirit_maps
 from recon.data.masks import make_mask
@@ -36,17 +36,17 @@ def main() -> None:
     for dev in devices:
         op = MultiCoilMRI(maps.to(dev), mask.to(dev))
         xd = x.to(dev)
-        t = best_time(lambda: op.adjoint(op.forward(xd)), a.repeats, sync_cuda=dev == "cuda")
+        t = wall_time(lambda: op.adjoint(op.forward(xd)), a.repeats, sync_cuda=dev == "cuda")
         rows.append((f"diffrecon MultiCoilMRI forward+adjoint ({dev})", t))
     # sigpy Sense linop: maps [C, H, W], weights = mask, same centred orthonormal FFT
     S = spmri.linop.Sense(maps.numpy(), weights=np.broadcast_to(mask.numpy(), (h, w)).astype(np.float32))
     xn = x.numpy()
-    t_sp = best_time(lambda: S.H(S(xn)), a.repeats)
+    t_sp = wall_time(lambda: S.H(S(xn)), a.repeats)
     rows.append(("sigpy Sense forward+adjoint (cpu)", t_sp))
     k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(maps * x, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)) * mask
-    t_esp = best_time(lambda: espirit_maps(k, calib_width=24), max(1, a.repeats // 2))
+    t_esp = wall_time(lambda: espirit_maps(k, calib_width=24), max(1, a.repeats // 2))
     rows.append(("ESPIRiT espirit_maps, 1 set (cpu)", t_esp))
-    t_esp2 = best_time(lambda: espirit_maps(k, calib_width=24, n_maps=2), max(1, a.repeats // 2))
+    t_esp2 = wall_time(lambda: espirit_maps(k, calib_width=24, n_maps=2), max(1, a.repeats // 2))
     rows.append(("ESPIRiT espirit_maps, 2 sets (cpu)", t_esp2))
     ratio = t_sp / rows[0][1]
     table = "| what | time per slice (ms) |\n|---|---:|\n" + "\n".join(f"| {n} | {t * 1e3:.1f} |" for n, t in rows)

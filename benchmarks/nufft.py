@@ -29,7 +29,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import sigpy as sp
@@ -40,28 +39,10 @@ from operators.nufft import NonCartesianMRI
 from operators.trajectories import radial
 from recon.data.simulate.mri import birdcage_maps
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
+from benchmarks.common import wall_time  # noqa: E402
+
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-
-
-def _time(fn: Callable[[], object], reps: int, device: str) -> float:
-    """Best (minimum) seconds of ``reps`` calls after one warm-up call.
-
-    The machine is shared and other jobs slow single calls at random; the minimum is the
-    reproducible number.
-    """
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    fn()
-    sync()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def _bench_torch(n: int, coils: int, spokes: int, readout: int, reps: int, device: str) -> dict[str, float]:
@@ -77,10 +58,10 @@ def _bench_torch(n: int, coils: int, spokes: int, readout: int, reps: int, devic
     y = op(x)
     with torch.no_grad():
         out = {
-            "forward": _time(lambda: op(x), reps, device),
-            "adjoint": _time(lambda: op.adjoint(y), reps, device),
-            "fwd+adj": _time(lambda: op.adjoint(op(x)), reps, device),
-            "toeplitz": _time(lambda: op.normal(x), reps, device),
+            "forward": wall_time(lambda: op(x), reps, sync_cuda=device == "cuda"),
+            "adjoint": wall_time(lambda: op.adjoint(y), reps, sync_cuda=device == "cuda"),
+            "fwd+adj": wall_time(lambda: op.adjoint(op(x)), reps, sync_cuda=device == "cuda"),
+            "toeplitz": wall_time(lambda: op.normal(x), reps, sync_cuda=device == "cuda"),
         }
         ref = op.adjoint(op(x))
         out["toep_err"] = float((op.normal(x) - ref).norm() / ref.norm())
@@ -102,10 +83,10 @@ def _bench_sigpy(n: int, coils: int, spokes: int, readout: int, reps: int) -> di
     x = (rng.standard_normal((n, n)) + 1j * rng.standard_normal((n, n))).astype(np.complex64)
     y = A(x)
     return {
-        "forward": _time(lambda: A(x), reps, "cpu"),
-        "adjoint": _time(lambda: A.H(y), reps, "cpu"),
-        "fwd+adj": _time(lambda: A.H(A(x)), reps, "cpu"),
-        "toeplitz": _time(lambda: normal(x), reps, "cpu"),
+        "forward": wall_time(lambda: A(x), reps),
+        "adjoint": wall_time(lambda: A.H(y), reps),
+        "fwd+adj": wall_time(lambda: A.H(A(x)), reps),
+        "toeplitz": wall_time(lambda: normal(x), reps),
         "setup": setup,
     }
 

@@ -12,7 +12,15 @@ from scipy.special import ndtri
 from scipy.stats import spearmanr
 
 from priors.base import GaussianPrior, PriorInfo
-from recon import benchmark as bm
+from recon.benchmark.errors import BenchmarkError
+from recon.benchmark.presets import (FULL, MRI_SETTINGS, PRESETS, QUICK, TARGETS, CTSetting, MethodRun, Preset,
+                                     get_preset)
+from recon.benchmark.report import write_outputs
+from recon.benchmark.runner import run_benchmark
+from recon.benchmark.sources import ct_sources
+from recon.benchmark.stats import (ause, calibration, coverage, patch_average, sparsification_curves, spearman,
+                                   support_mask)
+from recon.benchmark.targets import evaluate_targets
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -24,8 +32,8 @@ def test_spearman_is_one_for_any_increasing_transform_and_minus_one_reversed():
     rng = np.random.default_rng(0)
     x = rng.normal(size=500)
     # ranks are all that matter: exp is increasing, so the rank correlation is exactly 1 (up to rounding)
-    assert bm.spearman(x, np.exp(x)) == pytest.approx(1.0, abs=1e-12)
-    assert bm.spearman(x, -x**3) == pytest.approx(-1.0, abs=1e-12)
+    assert spearman(x, np.exp(x)) == pytest.approx(1.0, abs=1e-12)
+    assert spearman(x, -x**3) == pytest.approx(-1.0, abs=1e-12)
 
 
 def test_spearman_matches_scipy_with_ties():
@@ -33,19 +41,19 @@ def test_spearman_matches_scipy_with_ties():
     a = rng.integers(0, 5, size=300).astype(float)        # many ties: average ranks
     b = a + rng.normal(scale=2.0, size=300)
     # same definition (Pearson correlation of average ranks) as scipy.stats.spearmanr: equal to rounding
-    assert bm.spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b).statistic, abs=1e-12)
 
 
 def test_spearman_of_a_constant_is_nan():
-    assert math.isnan(bm.spearman(np.ones(10), np.arange(10.0)))
+    assert math.isnan(spearman(np.ones(10), np.arange(10.0)))
 
 
 def test_perfectly_ranked_uncertainty_has_zero_ause():
     rng = np.random.default_rng(2)
     err = np.abs(rng.normal(size=10_000))
     # uncertainty = any increasing function of the error ranks pixels exactly like the oracle
-    assert bm.ause(err, 3 * err + 1) == pytest.approx(0.0, abs=1e-12)
-    f, by_u, oracle = bm.sparsification_curves(err, err)
+    assert ause(err, 3 * err + 1) == pytest.approx(0.0, abs=1e-12)
+    f, by_u, oracle = sparsification_curves(err, err)
     assert by_u[0] == pytest.approx(1.0, abs=1e-12)       # normalised: nothing removed -> 1
     assert np.all(np.diff(oracle) <= 1e-12)                # removing the largest errors never raises the mean
 
@@ -61,7 +69,7 @@ def test_uninformative_uncertainty_ause_matches_half_normal_oracle_area():
     oracle = np.concatenate([[1.0], (1 - np.exp(-q**2 / 2)) / (1 - f)])
     expected = np.trapezoid(1 - oracle, np.arange(100) / 100)
     # 400k samples: the empirical curves are within ~0.005 of their expectations (2% of the ~0.33 area)
-    assert bm.ause(err, unc) == pytest.approx(expected, abs=0.01)
+    assert ause(err, unc) == pytest.approx(expected, abs=0.01)
     assert expected > 0.3
 
 
@@ -70,15 +78,15 @@ def test_coverage_of_gaussian_errors_with_their_own_std_is_95_percent():
     std = rng.uniform(0.1, 2.0, size=200_000)             # heteroscedastic
     err = std * rng.normal(size=std.size)
     # P(|N(0,1)| <= 1.96) = 0.9500; binomial sd at n=2e5 is 0.0005, so 0.003 is a 6-sigma bound
-    assert bm.coverage(err, std) == pytest.approx(0.95, abs=0.003)
+    assert coverage(err, std) == pytest.approx(0.95, abs=0.003)
     # an std half as large covers P(|N| <= 0.98) = 0.6729
-    assert bm.coverage(err, std / 2) == pytest.approx(0.6729, abs=0.003)
+    assert coverage(err, std / 2) == pytest.approx(0.6729, abs=0.003)
 
 
 def test_patch_average_takes_block_means_and_drops_edges():
     x = np.kron(np.arange(6.0).reshape(2, 3), np.ones((8, 8)))   # 16 x 24, constant 8x8 blocks 0..5
     x = np.pad(x, ((0, 5), (0, 3)), constant_values=100.0)      # edges that do not fill a patch
-    assert np.array_equal(bm.patch_average(x, 8), np.arange(6.0).reshape(2, 3))
+    assert np.array_equal(patch_average(x, 8), np.arange(6.0).reshape(2, 3))
 
 
 def test_calibration_of_std_equal_to_error_is_perfect():
@@ -86,7 +94,7 @@ def test_calibration_of_std_equal_to_error_is_perfect():
     ref = rng.uniform(0.5, 1.0, size=(32, 32))
     err = rng.uniform(0.0, 0.1, size=(32, 32))
     mean = ref + err
-    out = bm.calibration(mean, err, ref, bm.support_mask(ref))
+    out = calibration(mean, err, ref, support_mask(ref))
     # std = |error| exactly: both rank statistics are 1, the sparsification curve is the oracle, and every
     # error lies inside 1.96 std
     assert out["spearman"] == pytest.approx(1.0, abs=1e-12)
@@ -103,7 +111,7 @@ def test_patch_averaging_recovers_correlation_hidden_by_pixel_noise():
     pattern = 0.05 * (1 + np.sin(6 * xx) * np.cos(4 * yy))
     err = np.abs(pattern + 0.05 * rng.normal(size=pattern.shape))
     ref = np.ones((64, 64))
-    out = bm.calibration(ref + err, pattern, ref, bm.support_mask(ref))
+    out = calibration(ref + err, pattern, ref, support_mask(ref))
     assert out["spearman_patch"] > out["spearman"] + 0.2
     assert out["spearman_patch"] > 0.8
 
@@ -118,12 +126,12 @@ def _rec(label, method, setting, case, psnr, nfe, mean_std_rel=None, spearman_pa
 
 
 def test_targets_compare_paired_cases_and_report_failures():
-    preset = bm.Preset(
+    preset = Preset(
         name="t", brainweb_subjects=(), brainweb_slices=0, brainweb_kspace=None, real_t1=False,
         real_t1_kspace_crop=None,
-        poisson_files=(), ct_slices=(), ct_size=None, mri_settings=bm.MRI_SETTINGS[:3], ct_settings=(),
+        poisson_files=(), ct_slices=(), ct_size=None, mri_settings=MRI_SETTINGS[:3], ct_settings=(),
         n_samples=2,
-        runs=(bm.MethodRun("dds", "dds"), bm.MethodRun("projection", "projection"), bm.MethodRun("unet", "unet")))
+        runs=(MethodRun("dds", "dds"), MethodRun("projection", "projection"), MethodRun("unet", "unet")))
     recs = []
     for s, dds, proj, unet in (("random-4x", 30.0, 30.3, 31.0), ("random-8x", 27.0, 28.0, 26.0),
                                ("equispaced-4x", 29.0, 29.0, 26.5)):
@@ -131,7 +139,7 @@ def test_targets_compare_paired_cases_and_report_failures():
             recs += [_rec("dds", "dds", s, c, dds, 50, 0.01 if s == "random-4x" else 0.02, 0.5),
                      _rec("projection", "projection", s, c, proj, 1000, 0.03 if s == "random-4x" else 0.02),
                      _rec("unet", "unet", s, c, unet, 0)]
-    speed, ood, order, rho = bm.evaluate_targets(preset, recs)
+    speed, ood, order, rho = evaluate_targets(preset, recs)
     assert speed.status == "FAIL" and speed.values["random-8x"]["gap_db"] == pytest.approx(-1.0)
     assert ood.status == "PASS" and ood.values["equispaced-4x"]["gap_db"] == pytest.approx(2.5)
     assert ood.values["random-4x"]["gap_db"] == pytest.approx(-1.0)          # reported, no target
@@ -140,14 +148,14 @@ def test_targets_compare_paired_cases_and_report_failures():
 
 
 def test_speed_target_without_a_1000_nfe_projection_is_not_evaluated_but_informative():
-    preset = bm.Preset(
+    preset = Preset(
         name="t", brainweb_subjects=(), brainweb_slices=0, brainweb_kspace=None, real_t1=False,
-        real_t1_kspace_crop=None, poisson_files=(), ct_slices=(), ct_size=None, mri_settings=bm.MRI_SETTINGS[1:2],
+        real_t1_kspace_crop=None, poisson_files=(), ct_slices=(), ct_size=None, mri_settings=MRI_SETTINGS[1:2],
         ct_settings=(), n_samples=2,
-        runs=(bm.MethodRun("dds", "dds"), bm.MethodRun("projection@100", "projection", 100)))
+        runs=(MethodRun("dds", "dds"), MethodRun("projection@100", "projection", 100)))
     recs = [_rec("dds", "dds", "random-8x", "a", 26.0, 50), _rec("dds", "dds", "random-8x", "b", 24.0, 50),
             _rec("projection@100", "projection", "random-8x", "a", 25.0, 99)]
-    speed = bm.evaluate_targets(preset, recs)[0]
+    speed = evaluate_targets(preset, recs)[0]
     # never a pass or fail from a budget below 1000 NFE; the paired gap uses the shared case "a" only
     assert speed.status == "NOT EVALUATED"
     assert speed.values["gap_db"] == pytest.approx(1.0) and speed.values["cases"] == 1
@@ -172,15 +180,15 @@ def _stand_in(modality: str, shape: tuple[int, ...]) -> GaussianPrior:
     return GaussianPrior(torch.ones(h, w), torch.full((h, w), 0.25), "pixel", info)
 
 
-TINY = bm.Preset(
+TINY = Preset(
     name="tiny", brainweb_subjects=(51,), brainweb_slices=1, brainweb_kspace=(64, 56), real_t1=False,
     real_t1_kspace_crop=None, poisson_files=(), ct_slices=(100,), ct_size=(64, 64),
-    mri_settings=(bm.MRI_SETTINGS[0], bm.MRI_SETTINGS[1]), ct_settings=(bm.CTSetting("sparse-30", 30),),
+    mri_settings=(MRI_SETTINGS[0], MRI_SETTINGS[1]), ct_settings=(CTSetting("sparse-30", 30),),
     n_samples=4,
-    runs=(bm.MethodRun("fbp", "fbp", modalities=("ct",)),
-          bm.MethodRun("dds", "dds", 10),
-          bm.MethodRun("dds@4", "dds", 4, settings=("random-8x",)),
-          bm.MethodRun("ccdf", "ccdf", 6, (("sigma_start", 0.5),), settings=("random-8x",), max_cases=1,
+    runs=(MethodRun("fbp", "fbp", modalities=("ct",)),
+          MethodRun("dds", "dds", 10),
+          MethodRun("dds@4", "dds", 4, settings=("random-8x",)),
+          MethodRun("ccdf", "ccdf", 6, (("sigma_start", 0.5),), settings=("random-8x",), max_cases=1,
                        modalities=("mri",))),
 )
 
@@ -188,9 +196,9 @@ TINY = bm.Preset(
 @pytest.mark.skipif(not SHARED.exists(), reason="needs ../shared/data (BrainWeb, head CT)")
 def test_tiny_preset_writes_a_complete_report(tmp_path):
     torch.set_num_threads(1)
-    result = bm.run_benchmark(TINY, _stand_in, lambda m: None, root=SHARED / "data")
+    result = run_benchmark(TINY, _stand_in, lambda m: None, root=SHARED / "data")
     result.meta.update(machine="test", device="cpu", priors="Gaussian stand-ins", unets="none")
-    targets = bm.write_outputs(result, tmp_path, "pytest")
+    targets = write_outputs(result, tmp_path, "pytest")
     # 2 MRI settings x (dds) + sweep (dds@4, ccdf probe) on random-8x + CT (fbp, dds) = 6 records
     labels = sorted((r["setting"], r["label"]) for r in result.records)
     assert labels == sorted([("random-4x", "dds"), ("random-8x", "dds"), ("random-8x", "dds@4"),
@@ -218,21 +226,21 @@ def test_presets_use_only_the_test_splits():
     from recon.data.brainweb import BRAINWEB_TEST
     from recon.data.ct_slices import CT_TEST
 
-    for preset in bm.PRESETS.values():
+    for preset in PRESETS.values():
         assert set(preset.brainweb_subjects) <= set(BRAINWEB_TEST)
         assert set(preset.ct_slices) <= set(CT_TEST)
-    assert bm.FULL.ct_slices == CT_TEST and bm.FULL.brainweb_subjects == BRAINWEB_TEST
-    with pytest.raises(bm.BenchmarkError, match="unknown preset"):
-        bm.get_preset("medium")
+    assert FULL.ct_slices == CT_TEST and FULL.brainweb_subjects == BRAINWEB_TEST
+    with pytest.raises(BenchmarkError, match="unknown preset"):
+        get_preset("medium")
 
 
 def test_runs_for_applies_settings_and_case_limits():
-    runs = {r.label for r in bm.QUICK.runs_for("mri", "random-8x", 1)}
+    runs = {r.label for r in QUICK.runs_for("mri", "random-8x", 1)}
     assert {"dds", "ccdf", "dds@10", "sense"} <= runs
     assert "projection@50" not in runs                     # probes run on the first case only
-    assert "projection@50" in {r.label for r in bm.QUICK.runs_for("mri", "random-8x", 0)}
-    assert "ccdf" not in {r.label for r in bm.QUICK.runs_for("mri", "poisson-8x", 0)}
-    assert "sirt" not in {r.label for r in bm.QUICK.runs_for("mri", "random-4x", 0)}   # CT-only baseline
+    assert "projection@50" in {r.label for r in QUICK.runs_for("mri", "random-8x", 0)}
+    assert "ccdf" not in {r.label for r in QUICK.runs_for("mri", "poisson-8x", 0)}
+    assert "sirt" not in {r.label for r in QUICK.runs_for("mri", "random-4x", 0)}   # CT-only baseline
 
 
 def test_targets_preset_can_evaluate_every_target():
@@ -242,18 +250,18 @@ def test_targets_preset_can_evaluate_every_target():
 
     assert 1000 >= 20 * solvers.METHODS["dds"].default_nfe
     for setting in ("random-4x", "random-8x"):
-        labels = {r.label for r in bm.TARGETS.runs_for("mri", setting, 0)}
+        labels = {r.label for r in TARGETS.runs_for("mri", setting, 0)}
         assert {"dds", "projection@1001", "score-ald", "dps", "ccdf", "unet"} <= labels
-        assert "projection@1001" in {r.label for r in bm.TARGETS.runs_for("mri", setting, 1)}
-        assert "projection@1001" not in {r.label for r in bm.TARGETS.runs_for("mri", setting, 2)}
-    proj = next(r for r in bm.TARGETS.runs if r.label == "projection@1001")
+        assert "projection@1001" in {r.label for r in TARGETS.runs_for("mri", setting, 1)}
+        assert "projection@1001" not in {r.label for r in TARGETS.runs_for("mri", setting, 2)}
+    proj = next(r for r in TARGETS.runs if r.label == "projection@1001")
     assert solvers.METHODS["projection"]().steps_for_nfe(proj.nfe) * 2 - 1 >= 1000    # NFE actually made
-    assert bm.get_preset("targets") is bm.TARGETS
+    assert get_preset("targets") is TARGETS
 
 
 def test_ct_sources_keep_to_the_named_split():
-    with pytest.raises(bm.BenchmarkError, match="not in the val split"):
-        bm.ct_sources([90], None, split="val")
+    with pytest.raises(BenchmarkError, match="not in the val split"):
+        ct_sources([90], None, split="val")
 
 
 def test_command_rejects_an_unknown_modality(capsys):

@@ -98,7 +98,9 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recon import benchmark as bm
+    from recon.benchmark.presets import get_preset
+    from recon.benchmark.report import machine_description, write_outputs
+    from recon.benchmark.runner import run_benchmark
     from recon.data.brainweb import SHARED_DATA, DataNotFoundError
 
     modalities = [m.strip() for m in args.modality.split(",") if m.strip()]
@@ -118,13 +120,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    preset = bm.get_preset(args.preset)
+    preset = get_preset(args.preset)
     notes: list[str] = []
     nets = _Networks(args, notes)
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     log(f"benchmark preset '{preset.name}' -> {args.out}")
     try:
-        result = bm.run_benchmark(preset, nets.prior, nets.unet, device=args.device, root=root,
+        result = run_benchmark(preset, nets.prior, nets.unet, device=args.device, root=root,
                                   modalities=modalities, log=log)
     except DataNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -132,11 +134,11 @@ def run(args: argparse.Namespace) -> int:
     if not args.device.startswith("cuda"):
         notes.append("run on CPU; the `full` preset is meant for a GPU: "
                      "`recon benchmark --preset full --device cuda --out DIR`")
-    result.meta.update({"machine": bm.machine_description(torch.device(args.device)), "device": args.device,
+    result.meta.update({"machine": machine_description(torch.device(args.device)), "device": args.device,
                         "priors": nets.describe("priors"), "unets": nets.describe("unets"), "notes": notes,
                         "modalities": modalities})
     command = _command_line(args)
-    targets = bm.write_outputs(result, args.out, command)
+    targets = write_outputs(result, args.out, command)
     for t in targets:
         print(f"{t.status:<14} {t.name}")
     print(f"report: {args.out / 'REPORT.md'}  ({result.runtime_s / 60:.1f} min)")
