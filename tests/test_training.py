@@ -1,7 +1,10 @@
-"""Training our priors (`priors.training`) and the data it reads (`recon.data.brainweb`, `recon.data.ct_slices`)."""
+"""Training our priors (`priors.training`), the shared loop (`priors.fit`), the command
+(`recon.commands.train_prior`) and the data it reads (`recon.data.pools`, `recon.data.brainweb`,
+`recon.data.ct_slices`)."""
 from __future__ import annotations
 
 import argparse
+import csv
 from pathlib import Path
 
 import h5py
@@ -9,8 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from priors.training import (TrainingDataError, add_train_prior_arguments, build_pool, edm_loss, read_fastmri_targets,
-                             run_train_prior, sample_patches)
+from priors.fit import FitConfig, StepInfo, StepLog, fit
+from priors.training import PriorTrainingConfig, edm_loss, run_train_prior
+from recon.data.pools import ImagePool, TrainingDataError, build_pool, read_fastmri_targets, sample_patches
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 needs_shared = pytest.mark.skipif(not (SHARED / "data").exists(), reason="needs ../shared/data")
@@ -35,12 +39,15 @@ def _fastmri_folder(folder: Path, seed: int = 0) -> Path:
     return folder
 
 
-def _args(folder: Path, out: Path, steps: int, resume: bool = False, extra: tuple[str, ...] = ()) -> argparse.Namespace:
-    p = add_train_prior_arguments(argparse.ArgumentParser())
-    argv = ["--data", f"fastmri:{folder}", "--out", str(out), "--steps", str(steps), "--batch", "4", "--patch", "16",
-            "--width", "8", "--mults", "1,2", "--res-blocks", "1", "--no-attention", "--threads", "1",
-            "--log-every", "5", "--warmup", "10", "--lr", "2e-3", "--quiet", "--seed", "3", *extra]
-    return p.parse_args(argv + (["--resume"] if resume else []))
+def _config(folder: Path, out: Path, steps: int, resume: bool = False, **changes) -> PriorTrainingConfig:
+    settings = dict(data=f"fastmri:{folder}", out=out, steps=steps, batch=4, patch=16, width=8, mults="1,2",
+                    res_blocks=1, no_attention=True, threads=1, log_every=5, warmup=10, lr=2e-3, quiet=True, seed=3,
+                    resume=resume)
+    return PriorTrainingConfig(**{**settings, **changes})
+
+
+def _pool(folder: Path) -> ImagePool:
+    return build_pool([f"fastmri:{folder}"], folder, seed=3, n_slices=1)
 
 
 def _eval_loss(prior, pool) -> float:
@@ -61,10 +68,10 @@ def _prior_from_checkpoint(path: Path, key: str = "net"):
 
 def test_tiny_training_run_lowers_the_held_out_loss(tmp_path):
     folder = _fastmri_folder(tmp_path / "fastmri")
-    summary = run_train_prior(_args(folder, tmp_path / "run", steps=150))
-    assert summary["steps"] == 150
-    pool = build_pool([f"fastmri:{folder}"], tmp_path, seed=3, n_slices=1)
+    pool = _pool(folder)
     assert pool.complex_valued and len(pool) == 6
+    summary = run_train_prior(_config(folder, tmp_path / "run", steps=150), pool)
+    assert summary["steps"] == 150
     trained = _prior_from_checkpoint(Path(summary["checkpoint"]))
     untrained = type(trained)(type(trained.net)(**trained.net.config.to_dict()), trained.info)
     before, after = _eval_loss(untrained, pool), _eval_loss(trained, pool)
@@ -78,9 +85,10 @@ def test_tiny_training_run_lowers_the_held_out_loss(tmp_path):
 
 def test_resume_reproduces_the_continued_run(tmp_path):
     folder = _fastmri_folder(tmp_path / "fastmri")
-    run_train_prior(_args(folder, tmp_path / "straight", steps=12))
-    run_train_prior(_args(folder, tmp_path / "split", steps=6))
-    run_train_prior(_args(folder, tmp_path / "split", steps=12, resume=True))
+    pool = _pool(folder)
+    run_train_prior(_config(folder, tmp_path / "straight", steps=12), pool)
+    run_train_prior(_config(folder, tmp_path / "split", steps=6), pool)
+    run_train_prior(_config(folder, tmp_path / "split", steps=12, resume=True), pool)
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=False)
     b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
     assert a["step"] == b["step"] == 12
@@ -92,9 +100,10 @@ def test_resume_reproduces_the_continued_run(tmp_path):
 
 def test_resume_with_a_different_network_is_refused(tmp_path):
     folder = _fastmri_folder(tmp_path / "fastmri")
-    run_train_prior(_args(folder, tmp_path / "run", steps=2))
+    pool = _pool(folder)
+    run_train_prior(_config(folder, tmp_path / "run", steps=2), pool)
     with pytest.raises(ValueError, match="config"):
-        run_train_prior(_args(folder, tmp_path / "run", steps=4, resume=True, extra=("--width", "16")))
+        run_train_prior(_config(folder, tmp_path / "run", steps=4, resume=True, width=16), pool)
 
 
 def test_fastmri_targets_from_kspace_keep_the_energy(tmp_path):
@@ -156,7 +165,7 @@ def test_ct_split_slices_are_in_the_water_scale():
 
 def test_espirit_targets_recover_the_image_up_to_a_global_phase(tmp_path):
     from operators.fft import fft2c
-    from priors.training import read_fastmri_espirit
+    from recon.data.pools import read_fastmri_espirit
 
     n, coils = 48, 4
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, n), torch.linspace(-1, 1, n), indexing="ij")
@@ -176,3 +185,93 @@ def test_espirit_targets_recover_the_image_up_to_a_global_phase(tmp_path):
     aligned = est * (ph.abs() / ph)
     rel = ((aligned - x)[inside].abs().norm() / x[inside].abs().norm()).item()
     assert rel < 0.02, rel  # measured 0.0016: ESPIRiT of smooth, fully sampled coils is near exact
+
+
+def test_train_prior_command_builds_the_pool_and_records_the_flags(tmp_path, capsys):
+    from recon.cli import main
+    from recon.commands.train_prior import add_arguments, config_from_args
+    from recon.data.brainweb import SHARED_DATA
+
+    folder = _fastmri_folder(tmp_path / "fastmri")
+    argv = ["--data", f"fastmri:{folder}", "--out", str(tmp_path / "run"), "--steps", "2", "--batch", "2",
+            "--patch", "16", "--width", "8", "--mults", "1,2", "--res-blocks", "1", "--no-attention", "--quiet",
+            "--log-every", "1"]
+    config = config_from_args(add_arguments(argparse.ArgumentParser()).parse_args(argv))
+    # flags not given take the config's defaults (the two agree)
+    assert config == PriorTrainingConfig(data=f"fastmri:{folder}", data_root=SHARED_DATA, out=tmp_path / "run", steps=2,
+                                         batch=2, patch=16, width=8, mults="1,2", res_blocks=1, no_attention=True,
+                                         quiet=True, log_every=1)
+    assert main(["train-prior", *argv]) == 0
+    assert "'steps': 2" in capsys.readouterr().out
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    # the checkpoint records exactly the flags (not the dispatcher's own attributes)
+    assert ck["args"] == config.record() and ck["step"] == 2
+    assert ck["data_description"].startswith(f"fastMRI folder {folder}")
+
+
+# ---------------------------------------------------------------------------
+# the shared loop (priors.fit)
+# ---------------------------------------------------------------------------
+def _tiny_fit(out: Path, config: FitConfig, validate: bool = False) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """A linear regression trained by `fit`: numpy draws the batch, a torch generator its noise."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    data_rng, gen = np.random.default_rng(1), torch.Generator().manual_seed(2)
+    w_true = torch.tensor([[1.0, -2.0, 0.5, 3.0]])
+
+    def step(info: StepInfo) -> StepLog:
+        x = torch.from_numpy(data_rng.standard_normal((8, 4)).astype(np.float32))  # [8, 4]
+        y = x @ w_true.T + 0.1 * torch.randn(8, 1, generator=gen)  # [8, 1]
+        loss = ((model(x) - y) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return StepLog(loss=float(loss.detach()), lr=0.05 / (1 + info.step))  # logged only
+
+    val = (lambda: {"val_mse": float(model.weight.detach().sub(w_true).pow(2).mean())}) if validate else None
+    fit(step, model, opt, out, config, rngs={"data_rng": data_rng, "torch_rng": gen}, validate=val,
+        validation_columns=("val_mse",) if validate else (), extra_state=lambda: {"kind": "tiny"})
+    return model, opt
+
+
+def _rows(path: Path) -> list[list[str]]:
+    """CSV rows without the wall-clock column."""
+    return [r[:1] + r[2:] for r in csv.reader(path.open())]
+
+
+def test_fit_resumes_exactly(tmp_path):
+    full, _ = _tiny_fit(tmp_path / "full", FitConfig(steps=6, log_every=1))
+    _tiny_fit(tmp_path / "split", FitConfig(steps=3, log_every=1))
+    split, _ = _tiny_fit(tmp_path / "split", FitConfig(steps=6, log_every=1, resume=True))
+    # same weights, optimiser moments and generator states after 6 steps, and the same log
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6 and a["kind"] == b["kind"] == "tiny"
+    assert all(torch.equal(full.state_dict()[k], split.state_dict()[k]) for k in full.state_dict())
+    assert all(torch.equal(a["net"][k], b["net"][k]) for k in a["net"])
+    assert all(torch.equal(a["opt"]["state"][0][k], b["opt"]["state"][0][k]) for k in a["opt"]["state"][0])
+    assert a["data_rng"] == b["data_rng"] and torch.equal(a["torch_rng"], b["torch_rng"])
+    assert a["final_loss"] == b["final_loss"]
+    rows = _rows(tmp_path / "full" / "loss.csv")
+    assert rows == _rows(tmp_path / "split" / "loss.csv")
+    assert rows[0] == ["step", "loss", "lr"] and [r[0] for r in rows[1:]] == ["1", "2", "3", "4", "5", "6"]
+
+
+def test_fit_validates_at_checkpoints_and_at_the_end(tmp_path):
+    _tiny_fit(tmp_path / "run", FitConfig(steps=4, log_every=2, ckpt_minutes=100, ckpt_every=3), validate=True)
+    rows = _rows(tmp_path / "run" / "loss.csv")
+    assert rows[0] == ["step", "loss", "lr", "val_mse"]
+    # step 2: loss only; step 3: checkpoint -> validated row; step 4: loss; end: validated row without lr
+    assert [r[0] for r in rows[1:]] == ["2", "3", "4", "4"]
+    assert rows[1][3] == "" and rows[2][3] != "" and rows[3][3] == "" and rows[4][2] == "" and rows[4][3] != ""
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert f"{ck['validation']['val_mse']:.3f}" == rows[4][3]
+
+
+def test_fit_stops_at_the_time_budget_and_still_checkpoints(tmp_path):
+    model, _ = _tiny_fit(tmp_path / "run", FitConfig(steps=5, max_minutes=0.0))
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 0 and all(torch.equal(ck["net"][k], v) for k, v in model.state_dict().items())
+    with pytest.raises(FileNotFoundError, match="resume"):
+        _tiny_fit(tmp_path / "none", FitConfig(steps=1, resume=True))

@@ -12,7 +12,7 @@ from priors.checkpoints import CheckpointError
 from priors.networks.fastmri_unet import Unet, UnetInputError
 from recon.baselines.unet import (load_unet, mri_unet_image, pad_to_multiple, unet_ct, unet_forward, unet_from_dict,
                                   unet_mri, unpad)
-from recon.baselines.unet_training import (add_train_unet_arguments, export_unet, fourier_crop, random_masks, run_train_unet)
+from recon.baselines.unet_training import UNetTrainingConfig, export_unet, fourier_crop, random_masks, run_train_unet
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -124,24 +124,24 @@ def test_fourier_crop_keeps_intensity_and_random_masks_hit_the_acceleration():
     assert abs(float(m.mean()) - 0.25) < 0.02
 
 
-def _tiny_ct_args(tmp_path: Path, out: str, steps: int, resume: bool = False) -> argparse.Namespace:
-    p = add_train_unet_arguments(argparse.ArgumentParser())
-    argv = ["--task", "head-ct", "--out", str(tmp_path / out), "--cache", str(tmp_path / "data.npz"),
-            "--steps", str(steps), "--chans", "4", "--pools", "2", "--batch", "2", "--patch", "16",
-            "--ckpt-minutes", "100", "--seed", "5"]
-    return p.parse_args(argv + (["--resume"] if resume else []))
+def _tiny_ct_config(tmp_path: Path, out: str, steps: int, resume: bool = False) -> UNetTrainingConfig:
+    return UNetTrainingConfig(task="head-ct", out=tmp_path / out, cache=tmp_path / "data.npz", steps=steps, chans=4,
+                              pools=2, batch=2, patch=16, ckpt_minutes=100, seed=5, resume=resume)
 
 
-def test_training_resume_continues_the_same_run(tmp_path):
+def _tiny_ct_data(tmp_path: Path) -> None:
     g = np.random.default_rng(0)
     target = g.random((3, 24, 24)).astype(np.float32)
     np.savez(tmp_path / "data.npz", fbp=target + 0.1 * g.standard_normal((3, 24, 24)).astype(np.float32),
              target=target, val_fbp=target[:1] + 0.1, val_target=target[:1])
-    run_train_unet(_tiny_ct_args(tmp_path, "full", 6))
-    run_train_unet(_tiny_ct_args(tmp_path, "split", 3))
-    # the learning rate depends on step / --steps; steps 0..2 use the full rate in both runs
-    args = _tiny_ct_args(tmp_path, "split", 6, resume=True)
-    summary = run_train_unet(args)
+
+
+def test_training_resume_continues_the_same_run(tmp_path):
+    _tiny_ct_data(tmp_path)
+    run_train_unet(_tiny_ct_config(tmp_path, "full", 6))
+    run_train_unet(_tiny_ct_config(tmp_path, "split", 3))
+    # the learning rate depends on step / steps; steps 0..2 use the full rate in both runs
+    summary = run_train_unet(_tiny_ct_config(tmp_path, "split", 6, resume=True))
     full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["net"]
     split = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=False)["net"]
     assert summary["steps"] == 6
@@ -155,6 +155,28 @@ def test_training_resume_continues_the_same_run(tmp_path):
     assert sha == hashlib.sha256((tmp_path / "w.pt").read_bytes()).hexdigest()
     loaded = load_unet(tmp_path / "w.pt")
     assert loaded.task == "head-ct" and loaded.meta["steps"] == 6
+
+
+def test_train_unet_command_passes_the_flags_as_a_config(tmp_path, capsys):
+    from recon.cli import main
+    from recon.commands.train_unet import add_arguments, config_from_args
+    from recon.data.brainweb import SHARED_DATA
+
+    _tiny_ct_data(tmp_path)
+    argv = ["--task", "head-ct", "--out", str(tmp_path / "run"), "--cache", str(tmp_path / "data.npz"), "--steps", "2",
+            "--chans", "4", "--pools", "2", "--batch", "2", "--patch", "16", "--export", str(tmp_path / "w.pt")]
+    config = config_from_args(add_arguments(argparse.ArgumentParser()).parse_args(argv))
+    # flags not given take the config's defaults (the two agree)
+    assert config == UNetTrainingConfig(task="head-ct", out=tmp_path / "run", cache=tmp_path / "data.npz",
+                                        data_root=SHARED_DATA, steps=2, chans=4, pools=2, batch=2, patch=16,
+                                        export=tmp_path / "w.pt")
+    assert main(["train-unet", *argv]) == 0
+    assert capsys.readouterr().out.count("'sha256'") == 1  # the summary, once
+    rows = (tmp_path / "run" / "loss.csv").read_text().strip().splitlines()
+    assert rows[0] == "step,wall_s,loss,lr,val_psnr,val_psnr_input" and rows[-1].split(",")[3] == ""
+    assert load_unet(tmp_path / "w.pt").meta["args"] == config.record()
+    with pytest.raises(ValueError, match="unknown task"):
+        UNetTrainingConfig(task="knee-mri", out=tmp_path)
 
 
 @needs_shared

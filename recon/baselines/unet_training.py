@@ -20,29 +20,32 @@ learning rate ``lr`` until 80 % of the run (by steps or by ``--max-minutes``, wh
 and ``lr / 10`` after; checkpoint every few minutes with the generator states (``--resume`` continues
 the same sequence); ``loss.csv`` with the training loss and, at each checkpoint, validation PSNR
 (brain: subjects 49, 50 at 4x; CT: slices 72..83). ``--export`` writes the bundled single-file
-weights (see `recon.baselines.unet`) and prints its sha256.
+weights (see `recon.baselines.unet`) and reports its sha256. The loop (resume, checkpoints, log,
+budget) is `priors.fit.fit`; settings are a `UNetTrainingConfig`, built from the flags by
+`recon.commands.train_unet`.
 """
 from __future__ import annotations
 
-import argparse
-import csv
 import math
 import os
-import time
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from operators.fft import fft2c, ifft2c, rss
+from priors.fit import CHECKPOINT_NAME, FitConfig, StepInfo, StepLog, fit
 from priors.networks.fastmri_unet import Unet, UnetConfig, normalize_unet_input
 from priors.registry import write_weights
 from recon.baselines.unet import UNET_FORMAT, UNET_KIND, mri_unet_image, unet_forward
+from recon.data.brainweb import SHARED_DATA
 from recon.data.masks import make_mask
 from recon.metrics import psnr
 
-CHECKPOINT_NAME = "checkpoint.pt"
+TASKS = ("brain-mri", "head-ct")
+VALIDATION_COLUMNS = ("val_psnr", "val_psnr_input")
 BRAIN_SHAPE = (144, 120)       # 1.5 mm over BrainWeb's 217 x 181 mm field of view
 BRAIN_COILS = 8
 BRAIN_NOISE = 0.002            # std of the real and imaginary k-space noise (images have p99 |x| = 1)
@@ -75,7 +78,7 @@ def brain_images(subjects: Sequence[int], n_slices: int, seed: int, contrasts: S
     Ordered subject-major, then contrast, then slice; each slice has p99(|x|) = 1 after the crop.
     Deterministic for ``seed`` (one generator per subject and contrast).
     """
-    from recon.data.brainweb import SHARED_DATA, brainweb_slices, load_brainweb_labels, normalize_p99
+    from recon.data.brainweb import brainweb_slices, load_brainweb_labels, normalize_p99
 
     out = []
     for s in subjects:
@@ -157,7 +160,6 @@ def ct_pairs(split: str, photons: Sequence[float | None], seed: int, root: Path 
     Returns float32 ``[len(photons) * S, 256, 256]`` each (photon-major order).
     """
     from recon.baselines.ct import fbp
-    from recon.data.brainweb import SHARED_DATA
     from recon.data.ct_slices import ct_slices, hu_to_prior
     from recon.data.simulate.ct import MU_WATER_PER_MM, ct_sinogram
 
@@ -225,22 +227,67 @@ def validate(net: Unet, task: str, val: dict[str, torch.Tensor]) -> dict[str, fl
 
 
 # ---------------------------------------------------------------------------
-# cache
+# configuration and cache
 # ---------------------------------------------------------------------------
-def _prepare(task: str, cache: Path, args: argparse.Namespace) -> dict[str, np.ndarray]:
+@dataclass(frozen=True, kw_only=True)
+class UNetTrainingConfig:
+    """Settings of one U-Net training run (the ``recon train-unet`` flags, same names and defaults).
+
+    ``chans=None`` picks the task's width (24 brain-mri, 16 head-ct); ``cache=None`` is ``OUT/data.npz``;
+    ``export`` (when set) receives the single-file weights at the end, float16 with ``half``.
+    """
+
+    task: str
+    out: Path
+    cache: Path | None = None
+    data_root: Path = SHARED_DATA
+    slices: int = 10
+    resume: bool = False
+    steps: int = 20_000
+    max_minutes: float | None = None
+    ckpt_minutes: float = 5.0
+    chans: int | None = None
+    pools: int = 4
+    batch: int = 4
+    patch: int = 128
+    lr: float = 1e-3
+    seed: int = 0
+    threads: int = 0
+    log_every: int = 50
+    export: Path | None = None
+    half: bool = False
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task '{self.task}'; use one of {TASKS}")
+
+    def record(self) -> dict[str, str]:
+        """Every setting as a string (the checkpoint's and exported file's ``args``)."""
+        return {f.name: str(getattr(self, f.name)) for f in fields(self)}
+
+    def net_config(self) -> UnetConfig:
+        chans = self.chans or (24 if self.task == "brain-mri" else 16)
+        return UnetConfig(in_chans=1, out_chans=1, chans=chans, num_pool_layers=self.pools, drop_prob=0.0)
+
+    def fit_config(self) -> FitConfig:
+        return FitConfig(steps=self.steps, max_minutes=self.max_minutes, ckpt_minutes=self.ckpt_minutes,
+                         log_every=self.log_every, resume=self.resume)
+
+
+def _prepare(cache: Path, config: UNetTrainingConfig) -> dict[str, np.ndarray]:
     """Simulate the training and validation data once into ``cache`` (npz) and load it."""
     if not cache.exists():
-        root = Path(args.data_root)
+        root = Path(config.data_root)
         from recon.data.brainweb import BRAINWEB_TRAIN, BRAINWEB_VAL
 
-        if task == "brain-mri":
-            val = brain_eval_cases(BRAINWEB_VAL, 2, 4.0, 0.08, seed=args.seed + 7, root=root)
-            data = {"images": brain_images(BRAINWEB_TRAIN, args.slices, args.seed, root=root),
+        if config.task == "brain-mri":
+            val = brain_eval_cases(BRAINWEB_VAL, 2, 4.0, 0.08, seed=config.seed + 7, root=root)
+            data = {"images": brain_images(BRAINWEB_TRAIN, config.slices, config.seed, root=root),
                     "val_kspace": val["kspace"].numpy(), "val_target": val["target"].numpy(),
                     "val_volume": val["volume"].numpy()}
         else:
-            fb, tg = ct_pairs("train", CT_PHOTONS, args.seed, root)
-            vfb, vtg = ct_pairs("val", (1e6,), args.seed + 7, root)
+            fb, tg = ct_pairs("train", CT_PHOTONS, config.seed, root)
+            vfb, vtg = ct_pairs("val", (1e6,), config.seed + 7, root)
             data = {"fbp": fb, "target": tg, "val_fbp": vfb, "val_target": vtg}
         tmp = cache.with_name(cache.name + ".tmp.npz")
         np.savez(tmp, **data)
@@ -250,8 +297,122 @@ def _prepare(task: str, cache: Path, args: argparse.Namespace) -> dict[str, np.n
 
 
 # ---------------------------------------------------------------------------
-# export
+# one optimisation step per task
 # ---------------------------------------------------------------------------
+def step_lr(base_lr: float, info: StepInfo) -> float:
+    """``base_lr`` until 80 % of the run (by steps or this session's budget), ``base_lr / 10`` after."""
+    return base_lr if info.fraction_done < 0.8 else base_lr / 10
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for grp in opt.param_groups:
+        grp["lr"] = lr
+
+
+@dataclass(frozen=True)
+class _Task:
+    """What `run_train_unet` needs of a task: its step, validation data and description."""
+
+    step: Callable[[StepInfo], StepLog]
+    val: dict[str, torch.Tensor]
+    description: str
+
+
+def _brain_task(net: Unet, opt: torch.optim.Optimizer, data: dict[str, np.ndarray], config: UNetTrainingConfig,
+                data_rng: np.random.Generator, gen: torch.Generator) -> _Task:
+    """Random images [batch, h, w] with random left-right flips, noisy 8-coil k-space, random masks, L1."""
+    from recon.data.simulate.mri import birdcage_maps
+
+    images = torch.from_numpy(data["images"])
+    maps = birdcage_maps(BRAIN_COILS, tuple(images.shape[-2:]))
+
+    def step(info: StepInfo) -> StepLog:
+        lr = step_lr(config.lr, info)
+        _set_lr(opt, lr)
+        idx = torch.from_numpy(data_rng.integers(len(images), size=config.batch))
+        x = images[idx]
+        flip = torch.from_numpy(data_rng.integers(2, size=config.batch).astype(bool))
+        x = torch.where(flip[:, None, None], x.flip(-1), x)
+        k = brain_kspace(x, maps, BRAIN_NOISE, gen)
+        zf, target = zero_filled_and_target(k, random_masks(config.batch, k.shape[-1], data_rng))
+        return _optimise(net, opt, brain_loss(net, zf, target), lr)
+
+    val = {"kspace": torch.from_numpy(data["val_kspace"]), "target": torch.from_numpy(data["val_target"]),
+           "volume": torch.from_numpy(data["val_volume"])}
+    desc = (f"BrainWeb train subjects, {len(images)} complex slices {tuple(images.shape[-2:])} (T1w/T2w/PDw), "
+            f"{BRAIN_COILS} birdcage coils, k-space noise {BRAIN_NOISE}, random 1D masks 4x/0.08 and 8x/0.04")
+    return _Task(step, val, desc)
+
+
+def _ct_task(net: Unet, opt: torch.optim.Optimizer, data: dict[str, np.ndarray], config: UNetTrainingConfig,
+             data_rng: np.random.Generator) -> _Task:
+    """Random augmented (FBP, target) patches [batch, 1, patch, patch], residual L1."""
+
+    def step(info: StepInfo) -> StepLog:
+        lr = step_lr(config.lr, info)
+        _set_lr(opt, lr)
+        x, target = ct_batch(data["fbp"], data["target"], config.batch, config.patch, data_rng)
+        return _optimise(net, opt, ct_loss(net, x, target), lr)
+
+    val = {"fbp": torch.from_numpy(data["val_fbp"]), "target": torch.from_numpy(data["val_target"])}
+    desc = (f"head CT train slices 0..71, {CT_VIEWS}-view parallel beam, photons {CT_PHOTONS}, "
+            f"FBP (ram-lak) input in water units, {config.patch}px patches")
+    return _Task(step, val, desc)
+
+
+def _optimise(net: Unet, opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float) -> StepLog:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return StepLog(loss=float(loss.detach()), lr=lr)
+
+
+# ---------------------------------------------------------------------------
+# training and export
+# ---------------------------------------------------------------------------
+def run_train_unet(config: UNetTrainingConfig) -> dict[str, Any]:
+    """Train (or resume) a U-Net baseline; returns a summary (steps, wall time, loss, validation, sha256).
+
+    Checkpoint (``OUT/checkpoint.pt``): ``task``, ``net_config``, ``data_description``, ``args``
+    (`UNetTrainingConfig.record`) and `priors.fit.fit`'s entries (incl. ``validation``).
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = _prepare(Path(config.cache or out / "data.npz"), config)
+    cfg = config.net_config()
+    torch.manual_seed(config.seed)  # weight initialisation
+    net = Unet.from_config(cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr)
+    data_rng = np.random.default_rng([config.seed, 2])
+    gen = torch.Generator().manual_seed(config.seed + 3)
+    if config.task == "brain-mri":
+        task = _brain_task(net, opt, data, config, data_rng, gen)
+    else:
+        task = _ct_task(net, opt, data, config, data_rng)
+
+    def on_resume(ck: dict[str, Any]) -> None:
+        if ck["net_config"] != cfg.__dict__ or ck["task"] != config.task:
+            raise ValueError(f"checkpoint ({ck['task']}, {ck['net_config']}) differs from the request "
+                             f"({config.task}, {cfg.__dict__})")
+
+    def extra_state() -> dict[str, Any]:
+        return {"task": config.task, "net_config": dict(cfg.__dict__), "data_description": task.description,
+                "args": config.record()}
+
+    result = fit(task.step, net, opt, out, config.fit_config(), rngs={"data_rng": data_rng, "torch_rng": gen},
+                 extra_state=extra_state, on_resume=on_resume, validate=lambda: validate(net, config.task, task.val),
+                 validation_columns=VALIDATION_COLUMNS)
+    summary: dict[str, Any] = {"steps": result.steps, "wall_time_s": result.wall_time_s,
+                               "final_loss": result.final_loss, "validation": result.validation,
+                               "checkpoint": str(result.checkpoint)}
+    if config.export is not None:
+        summary["sha256"] = export_unet(result.checkpoint, config.export, half=config.half)
+        summary["export"] = str(config.export)
+    return summary
+
+
 def export_unet(checkpoint: Path | str, out: Path | str, half: bool = False) -> str:
     """Write the single-file U-Net (see `recon.baselines.unet`) from a training checkpoint; returns its sha256."""
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
@@ -261,157 +422,3 @@ def export_unet(checkpoint: Path | str, out: Path | str, half: bool = False) -> 
                                       "final_loss": ck["final_loss"], "validation": ck.get("validation", {}),
                                       "data": ck["data_description"], "args": ck["args"]}}
     return write_weights(obj, out)
-
-
-# ---------------------------------------------------------------------------
-# entry point
-# ---------------------------------------------------------------------------
-def add_train_unet_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of ``recon train-unet``."""
-    from recon.data.brainweb import SHARED_DATA
-
-    p.add_argument("--task", choices=("brain-mri", "head-ct"), required=True)
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint.pt, loss.csv)")
-    p.add_argument("--cache", type=Path, default=None, help="simulated data (npz); default OUT/data.npz")
-    p.add_argument("--data-root", type=Path, default=SHARED_DATA, help="folder with brainweb/ and ct/")
-    p.add_argument("--slices", type=int, default=10, help="brain: slices per train subject and contrast")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--steps", type=int, default=20_000, help="stop after this many optimiser steps")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this wall time")
-    p.add_argument("--ckpt-minutes", type=float, default=5.0, help="checkpoint and validation interval")
-    p.add_argument("--chans", type=int, default=None, help="U-Net width (default: 24 brain-mri, 16 head-ct)")
-    p.add_argument("--pools", type=int, default=4, help="number of pooling layers")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--patch", type=int, default=128, help="head-ct: training patch size")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
-    p.add_argument("--log-every", type=int, default=50, help="CSV row every N steps")
-    p.add_argument("--export", type=Path, default=None, help="write the single-file weights here at the end")
-    p.add_argument("--half", action="store_true", help="export float16 weights")
-    return p
-
-
-def run_train_unet(args: argparse.Namespace) -> dict[str, Any]:
-    """Train (or resume) a U-Net baseline; returns a summary (steps, wall time, loss, validation, sha256)."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    task = args.task
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    ck_path = out / CHECKPOINT_NAME
-    data = _prepare(task, Path(args.cache or out / "data.npz"), args)
-    chans = args.chans or (24 if task == "brain-mri" else 16)
-    cfg = UnetConfig(in_chans=1, out_chans=1, chans=chans, num_pool_layers=args.pools, drop_prob=0.0)
-    torch.manual_seed(args.seed)  # weight initialisation
-    net = Unet.from_config(cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=args.lr)
-    data_rng = np.random.default_rng([args.seed, 2])
-    gen = torch.Generator().manual_seed(args.seed + 3)
-    step, wall_prev, final_loss, validation = 0, 0.0, float("nan"), {}
-    if task == "brain-mri":
-        from recon.data.simulate.mri import birdcage_maps
-
-        images = torch.from_numpy(data["images"])
-        maps = birdcage_maps(BRAIN_COILS, tuple(images.shape[-2:]))
-        val = {"kspace": torch.from_numpy(data["val_kspace"]), "target": torch.from_numpy(data["val_target"]),
-               "volume": torch.from_numpy(data["val_volume"])}
-        desc = (f"BrainWeb train subjects, {len(images)} complex slices {tuple(images.shape[-2:])} (T1w/T2w/PDw), "
-                f"{BRAIN_COILS} birdcage coils, k-space noise {BRAIN_NOISE}, random 1D masks 4x/0.08 and 8x/0.04")
-    else:
-        val = {"fbp": torch.from_numpy(data["val_fbp"]), "target": torch.from_numpy(data["val_target"])}
-        desc = (f"head CT train slices 0..71, {CT_VIEWS}-view parallel beam, photons {CT_PHOTONS}, "
-                f"FBP (ram-lak) input in water units, {args.patch}px patches")
-
-    if args.resume:
-        if not ck_path.exists():
-            raise FileNotFoundError(f"--resume given but {ck_path} does not exist")
-        ck = torch.load(ck_path, map_location="cpu", weights_only=False)
-        if ck["net_config"] != cfg.__dict__ or ck["task"] != task:
-            raise ValueError(f"checkpoint ({ck['task']}, {ck['net_config']}) differs from the request "
-                             f"({task}, {cfg.__dict__})")
-        net.load_state_dict(ck["net"])
-        opt.load_state_dict(ck["opt"])
-        data_rng.bit_generator.state = ck["data_rng"]
-        gen.set_state(ck["torch_rng"])
-        step, wall_prev, final_loss = ck["step"], ck["wall_time_s"], ck["final_loss"]
-        validation = ck.get("validation", {})
-
-    t0 = time.monotonic()
-
-    def save() -> None:
-        tmp = ck_path.with_suffix(".tmp")
-        torch.save({"task": task, "net_config": dict(cfg.__dict__), "net": net.state_dict(), "opt": opt.state_dict(),
-                    "data_rng": data_rng.bit_generator.state, "torch_rng": gen.get_state(), "step": step,
-                    "wall_time_s": wall_prev + time.monotonic() - t0, "final_loss": final_loss,
-                    "validation": validation, "data_description": desc,
-                    "args": {k: str(v) for k, v in vars(args).items()}}, tmp)
-        os.replace(tmp, ck_path)
-
-    csv_path = out / "loss.csv"
-    new_csv = not csv_path.exists() or not args.resume
-    fcsv = open(csv_path, "w" if new_csv else "a", newline="")
-    writer = csv.writer(fcsv)
-    if new_csv:
-        writer.writerow(["step", "wall_s", "loss", "lr", "val_psnr", "val_psnr_input"])
-    budget_s = 60 * args.max_minutes if args.max_minutes is not None else math.inf
-    last_ck, run_losses = t0, []
-    net.train()
-    try:
-        while step < args.steps and time.monotonic() - t0 < budget_s:
-            progress = max(step / args.steps, (time.monotonic() - t0) / budget_s)
-            lr = args.lr if progress < 0.8 else args.lr / 10
-            for grp in opt.param_groups:
-                grp["lr"] = lr
-            if task == "brain-mri":
-                idx = torch.from_numpy(data_rng.integers(len(images), size=args.batch))
-                x = images[idx]
-                flip = torch.from_numpy(data_rng.integers(2, size=args.batch).astype(bool))
-                x = torch.where(flip[:, None, None], x.flip(-1), x)
-                k = brain_kspace(x, maps, BRAIN_NOISE, gen)
-                zf, target = zero_filled_and_target(k, random_masks(args.batch, k.shape[-1], data_rng))
-                loss = brain_loss(net, zf, target)
-            else:
-                x, target = ct_batch(data["fbp"], data["target"], args.batch, args.patch, data_rng)
-                loss = ct_loss(net, x, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            run_losses.append(float(loss.detach()))
-            row = None
-            if time.monotonic() - last_ck > 60 * args.ckpt_minutes:
-                validation = validate(net, task, val)
-                save()
-                last_ck = time.monotonic()
-                row = [f"{validation['val_psnr']:.3f}", f"{validation['val_psnr_input']:.3f}"]
-            if step % args.log_every == 0 or row:
-                final_loss = float(np.mean(run_losses)) if run_losses else final_loss
-                writer.writerow([step, f"{wall_prev + time.monotonic() - t0:.1f}", f"{final_loss:.6f}",
-                                 f"{lr:.3g}", *(row or ["", ""])])
-                fcsv.flush()
-                run_losses = []
-    finally:
-        if run_losses:
-            final_loss = float(np.mean(run_losses))
-        validation = validate(net, task, val)
-        writer.writerow([step, f"{wall_prev + time.monotonic() - t0:.1f}", f"{final_loss:.6f}", "",
-                         f"{validation['val_psnr']:.3f}", f"{validation['val_psnr_input']:.3f}"])
-        fcsv.close()
-        save()
-    summary: dict[str, Any] = {"steps": step, "wall_time_s": wall_prev + time.monotonic() - t0,
-                               "final_loss": final_loss, "validation": validation, "checkpoint": str(ck_path)}
-    if args.export is not None:
-        summary["sha256"] = export_unet(ck_path, args.export, half=args.half)
-        summary["export"] = str(args.export)
-    print(summary)
-    return summary
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    p = add_train_unet_arguments(argparse.ArgumentParser(prog="train-unet", description=__doc__))
-    run_train_unet(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    main()
