@@ -101,7 +101,7 @@ def fit_residual(maps: torch.Tensor, coil: torch.Tensor) -> float:
 
 def sense_psnr(y: torch.Tensor, mask: torch.Tensor, maps: torch.Tensor, ref: torch.Tensor) -> float:
     scale = float(torch.quantile(rss(ifft2c(y)).flatten(), 0.99))
-    x = cg_sense(y / scale, MultiCoilMRI(maps, mask)).mean * scale
+    x = cg_sense(MultiCoilMRI(maps, mask), y / scale).mean * scale
     mag = x.abs() if maps.dim() == 3 else x.abs().pow(2).sum(0).sqrt()
     return psnr(ref, mag)
 

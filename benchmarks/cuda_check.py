@@ -138,8 +138,7 @@ def solver_checks(dev: torch.device, nfe: int) -> list[tuple[str, Callable[[], s
 # ---------------------------------------------------------------------------
 def baseline_checks(dev: torch.device) -> list[tuple[str, Callable[[], str]]]:
     from operators import MultiCoilMRI, NonCartesianMRI, ParallelBeam2D, pipe_menon_dcf, radial, sparse_view_angles
-    from recon.baselines import ct as ct_base
-    from recon.baselines import ct_iterative, noncartesian
+    from recon.baselines import ct_analytic, ct_iterative, noncartesian
     from recon.baselines import mri as mri_base
     from recon.baselines import unet as unet_base
     from recon.data.simulate.ct import hu_to_mu
@@ -163,18 +162,18 @@ def baseline_checks(dev: torch.device) -> list[tuple[str, Callable[[], str]]]:
         return f"shape {tuple(t.shape)}"
 
     return [
-        ("baseline MRI zero-filled", lambda: mean_of(mri_base.zero_filled(y, op), "zero-filled")),
-        ("baseline MRI CG-SENSE", lambda: mean_of(mri_base.cg_sense(y, op), "cg-sense")),
-        ("baseline MRI L1-wavelet (sigpy)", lambda: mean_of(mri_base.l1_wavelet(y, maps, mask, max_iter=10), "l1")),
-        ("baseline MRI TV (sigpy)", lambda: mean_of(mri_base.total_variation(y, maps, mask, max_iter=10), "tv")),
+        ("baseline MRI zero-filled", lambda: mean_of(mri_base.zero_filled(op, y), "zero-filled")),
+        ("baseline MRI CG-SENSE", lambda: mean_of(mri_base.cg_sense(op, y), "cg-sense")),
+        ("baseline MRI L1-wavelet (sigpy)", lambda: mean_of(mri_base.l1_wavelet(op, y, max_iter=10), "l1")),
+        ("baseline MRI TV (sigpy)", lambda: mean_of(mri_base.total_variation(op, y, max_iter=10), "tv")),
         ("baseline MRI U-Net", lambda: mean_of(unet_base.unet_mri(y, unet_base.load_unet("unet-brain-mri", dev)),
                                                "unet")),
         ("baseline non-Cartesian gridding",
          lambda: mean_of(noncartesian.gridding(yn, nc, pipe_menon_dcf(traj, (64, 64))), "gridding")),
         ("baseline non-Cartesian CG-SENSE", lambda: mean_of(noncartesian.cg_sense(yn, nc, n_iter=10), "cg-sense nc")),
-        ("baseline CT FBP (FBP_CUDA)", lambda: mean_of(ct_base.fbp(sino, ct_op), "fbp")),
-        ("baseline CT SIRT", lambda: mean_of(ct_base.sirt(sino, ct_op, n_iter=20), "sirt")),
-        ("baseline CT CGLS", lambda: mean_of(ct_base.cgls(sino, ct_op, n_iter=10), "cgls")),
+        ("baseline CT FBP (FBP_CUDA)", lambda: mean_of(ct_analytic.fbp(sino, ct_op), "fbp")),
+        ("baseline CT SIRT", lambda: mean_of(ct_iterative.sirt(sino, ct_op, n_iter=20), "sirt")),
+        ("baseline CT CGLS", lambda: mean_of(ct_iterative.cgls(sino, ct_op, n_iter=10), "cgls")),
         ("baseline CT TV", lambda: mean_of(ct_iterative.tv_pdhg(sino, ct_op, n_iter=30), "tv")),
         ("baseline CT U-Net", lambda: mean_of(unet_base.unet_ct(sino, ct_op, unet_base.load_unet("unet-head-ct", dev),
                                                                 unit=0.0192 * 0.957), "unet ct")),

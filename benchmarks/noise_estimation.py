@@ -273,7 +273,7 @@ def whitening(images: list[torch.Tensor], levels=(0.015, 0.05), coils=COILS, lam
             for key, cov in (("raw", None), ("est", est.coil_cov), ("true", psi)):
                 y, y0 = (k, clean) if cov is None else (whiten(k, cov), whiten(clean, cov))
                 op = MultiCoilMRI(espirit_maps(y, calib_width=24), mask)
-                a, b = cg_sense(y, op, lam=lam, n_iter=30).mean, cg_sense(y0, op, lam=lam, n_iter=30).mean
+                a, b = cg_sense(op, y, lam=lam, n_iter=30).mean, cg_sense(op, y0, lam=lam, n_iter=30).mean
                 err[key].append(float(torch.linalg.norm(a - b) / torch.linalg.norm(b)))
         lines.append(f"| {std} | {nc} | " + " | ".join(f"{100 * np.mean(err[k]):.2f} %" for k in ("raw", "est", "true"))
                      + " |")
@@ -302,7 +302,7 @@ def real_whitening(path: Path = REAL_T1, lam: float = 1e-3) -> str:
     for key, w in (("raw", lambda x: x), ("whitened", lambda x: whiten(x, est.coil_cov))):
         y = w(k * mask)
         op = MultiCoilMRI(espirit_maps(y, calib_width=24), mask)
-        a, b = cg_sense(w(noise), op, lam=lam, n_iter=30).mean, cg_sense(y, op, lam=lam, n_iter=30).mean
+        a, b = cg_sense(op, w(noise), lam=lam, n_iter=30).mean, cg_sense(op, y, lam=lam, n_iter=30).mean
         out[key] = float(torch.linalg.norm(a) / torch.linalg.norm(b))
     raw, white = rss(ifft2c(k)), rss(ifft2c(whiten(k, est.coil_cov)))
     head = raw > 0.2 * float(raw.max())

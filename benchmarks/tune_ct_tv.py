@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from recon import metrics
-from recon.baselines.ct import fbp, sirt
-from recon.baselines.ct_iterative import intensity_unit, tv_pdhg
+from recon.baselines.ct_analytic import fbp
+from recon.baselines.ct_iterative import intensity_unit, sirt, tv_pdhg
 from recon.problems.ct import HU_RANGE, CTSpec, metric_image, simulated_ct_problem
 from recon.data.ct_slices import CT_VAL, ct_path
 
@@ -50,12 +50,12 @@ def main(argv: list[str] | None = None) -> None:
         index = lo + i * step
         p = simulated_ct_problem(hu, pixel, CTSpec(views=a.views, I0=a.I0, seed=index))
         p.op.cpu_matrix = True  # same numbers as per-slice ASTRA calls, ~10x faster
-        op, y = (p.op, p.y) if a.unweighted else (p.data_op, p.data_y)
+        A, y = (p.op, p.y) if a.unweighted else (p.data_op, p.data_y)
         rows["fbp"].append(_psnr(hu, p, fbp(p.y, p.op)))
-        rows["sirt"].append(_psnr(hu, p, sirt(y, op, 100, nonneg=True)))
-        unit = intensity_unit(y, op)
+        rows["sirt"].append(_psnr(hu, p, sirt(y, A, 100, nonneg=True)))
+        unit = intensity_unit(y, A)
         for lam in lams:
-            rows[f"tv lam={lam:g}"].append(_psnr(hu, p, tv_pdhg(y, op, lam, a.n_iter, unit=unit)))
+            rows[f"tv lam={lam:g}"].append(_psnr(hu, p, tv_pdhg(y, A, lam, a.n_iter, unit=unit)))
         print(f"slice {index}: " + ", ".join(f"{k} {v[-1]:.2f}" for k, v in rows.items()), flush=True)
     w = "unweighted" if a.unweighted or a.I0 is None else "weighted"
     print(f"\n| method ({a.views} views, I0 {a.I0} {w}, {a.n_iter} TV iterations, slices {a.slices}) "

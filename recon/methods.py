@@ -1,7 +1,7 @@
 """Every reconstruction method behind one call: `run_method(name, problem, settings) -> Posterior`.
 
-Posterior samplers come from `solvers`; baselines from `recon.baselines`. Method names are the
-command line's (`--solver`).
+Posterior samplers come from `solvers`; baselines from the `recon.baselines` registry (looked up by name
+and modality, called as ``fn(A, y, **hp)``). Method names are the command line's (`--solver`).
 """
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 import solvers
+from operators.base import LinearOperator
 from priors.base import Prior
 from recon.problems.ct import CTProblem
 from recon.problems.mri import MRIProblem
@@ -66,41 +67,62 @@ def check_methods(names: list[str], modality: str = "auto") -> list[str]:
 def run_method(name: str, problem: MRIProblem | CTProblem, settings: MethodSettings) -> Posterior:
     """Run one method. MRI: a `Posterior` over complex images [..., (M,) H, W] (posterior methods) or the
     baseline's estimate (mean only). CT: images in attenuation per pixel (the operator's domain)."""
-    if isinstance(problem, CTProblem):
-        return run_ct_method(name, problem, settings)
     if name in POSTERIOR_METHODS:
-        if settings.prior is None:
-            raise MethodError(f"solver '{name}' needs a prior (--prior)")
-        hp = dict(settings.hparams.get(name, {}))
-        if name == "ccdf" and hp.get("init") == "unet":
-            hp["init"] = _unet_init(problem, settings)
-        return solvers.sample(name, problem.op, problem.y, settings.prior, n_samples=settings.n_samples,
-                              nfe=settings.nfe, seed=settings.seed, progress=settings.progress,
-                              sigma_y=problem.noise_std, **hp)
+        return _sample(name, problem, settings)
+    return run_baseline(name, problem, settings)
+
+
+def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodSettings) -> Posterior:
+    """A posterior sampler from `solvers`; ccdf's ``init`` of ``"unet"`` (or ``"fbp"`` for CT) becomes that image."""
+    if settings.prior is None:
+        raise MethodError(f"solver '{name}' needs a prior (--prior)")
+    hp = dict(settings.hparams.get(name, {}))
+    common = dict(n_samples=settings.n_samples, nfe=settings.nfe, seed=settings.seed, progress=settings.progress)
+    if isinstance(problem, CTProblem):
+        if name == "ccdf" and hp.get("init") in ("unet", "fbp"):
+            hp["init"] = run_baseline(hp["init"], problem, settings).mean
+        return solvers.sample(name, problem.data_op, problem.data_y, settings.prior, **common,
+                              scale=problem.scale, sigma_y=problem.sigma_y, **hp)
+    if name == "ccdf" and hp.get("init") == "unet":
+        hp["init"] = _unet_init(problem, settings)
+    return solvers.sample(name, problem.op, problem.y, settings.prior, **common, sigma_y=problem.noise_std, **hp)
+
+
+def run_baseline(name: str, problem: MRIProblem | CTProblem, settings: MethodSettings) -> Posterior:
+    """Run the baseline registered as ``name`` for the problem's modality on its operator and measurement.
+
+    Hyper-parameters are ``settings.hparams[name]``, or the baseline's registered defaults when none are
+    given; the U-Net, the MRI crop and the CT intensity unit come from the problem and settings. MRI:
+    ``A = problem.op``, ``y`` the k-space [C, H, W]; CT: the raw or Poisson-weighted sinogram [views,
+    detectors] with its operator, as the baseline is registered. Returns the baseline's `Posterior` with
+    ``wall_time`` set.
+    """
+    from recon.baselines import baseline
+
     t0 = time.perf_counter()
-    from recon.baselines import mri as base
-    if name == "zero-filled":
-        post = base.zero_filled(problem.y, problem.op, combine="rss")
-    elif name == "sense":
-        post = base.cg_sense(problem.y, problem.op, **settings.hparams.get(name, {}))
-    elif name == "l1-wavelet":
-        post = base.l1_wavelet(problem.y, problem.maps, problem.mask, **settings.hparams.get(name, {}))
-    elif name == "tv":
-        post = base.total_variation(problem.y, problem.maps, problem.mask, **settings.hparams.get(name, {}))
-    elif name == "unet":
-        post = _unet_image(problem, settings)
-    else:
-        raise MethodError(f"solver '{name}' does not apply to MRI data")
+    entry = baseline(name, "ct" if isinstance(problem, CTProblem) else "mri")
+    A, y = _operands(problem, entry.weighted)
+    post = entry(A, y, **settings.hparams.get(name, entry.defaults), **_supplied(name, entry.needs, problem, settings))
     post.wall_time = post.wall_time or time.perf_counter() - t0
     return post
 
 
-def _unet_image(problem: MRIProblem, settings: MethodSettings) -> Posterior:
-    """fastMRI-convention U-Net on the zero-filled RSS image: real magnitude at the recon size [rH, rW]."""
-    if settings.unet is None:
-        raise MethodError("solver 'unet' needs a U-Net baseline (none is loaded)")
-    from recon.baselines import unet as unet_base
-    return unet_base.unet_mri(problem.y, settings.unet, crop=problem.crop)
+def _operands(problem: MRIProblem | CTProblem, weighted: bool) -> tuple[LinearOperator, torch.Tensor]:
+    """``(A, y)``: the problem's operator and measurement; for CT with ``weighted``, the Poisson-weighted pair."""
+    if weighted and isinstance(problem, CTProblem):
+        return problem.data_op, problem.data_y
+    return problem.op, problem.y
+
+
+def _supplied(name: str, needs: tuple[str, ...], problem: MRIProblem | CTProblem,
+              settings: MethodSettings) -> dict[str, Any]:
+    """The keywords in ``needs`` taken from the problem and settings: ``net`` (the loaded U-Net), ``crop``
+    (the MRI reconstruction size), ``unit`` (CT: attenuation of water per pixel)."""
+    if "net" in needs and settings.unet is None:
+        raise MethodError(f"solver '{name}' needs a U-Net baseline (none is loaded)")
+    available = {"net": settings.unet, "crop": problem.crop,
+                 "unit": problem.scale if isinstance(problem, CTProblem) else 1.0}
+    return {key: available[key] for key in needs}
 
 
 def _unet_init(problem: MRIProblem, settings: MethodSettings) -> torch.Tensor:
@@ -111,43 +133,3 @@ def _unet_init(problem: MRIProblem, settings: MethodSettings) -> torch.Tensor:
         raise MethodError("ccdf with init='unet' supports one ESPIRiT map set")
     from recon.baselines import unet as unet_base
     return unet_base.unet_mri_init(problem.y, problem.op, settings.unet)
-
-
-def run_ct_method(name: str, problem: CTProblem, settings: MethodSettings) -> Posterior:
-    """Run one method on a CT problem; images are attenuation per pixel [H, W]."""
-    if name in POSTERIOR_METHODS:
-        if settings.prior is None:
-            raise MethodError(f"solver '{name}' needs a prior (--prior)")
-        hp = dict(settings.hparams.get(name, {}))
-        if name == "ccdf" and hp.get("init") in ("unet", "fbp"):
-            hp["init"] = _ct_unet(problem, settings).mean if hp["init"] == "unet" else _fbp(problem)
-        return solvers.sample(name, problem.data_op, problem.data_y, settings.prior, n_samples=settings.n_samples,
-                              nfe=settings.nfe, seed=settings.seed, progress=settings.progress,
-                              scale=problem.scale, sigma_y=problem.sigma_y, **hp)
-    t0 = time.perf_counter()
-    if name == "fbp":
-        mean = _fbp(problem)
-    elif name == "sirt":
-        from recon.baselines.ct import sirt
-        mean = sirt(problem.data_y, problem.data_op, **settings.hparams.get(name, {"n_iter": 100, "nonneg": True}))
-    elif name == "tv":
-        from recon.baselines import ct_iterative
-        return ct_iterative.tv_reconstruction(problem.data_y, problem.data_op, **settings.hparams.get(name, {}))
-    elif name == "unet":
-        return _ct_unet(problem, settings)
-    else:
-        raise MethodError(f"solver '{name}' does not apply to CT data")
-    return Posterior(mean=mean, method=name, wall_time=time.perf_counter() - t0)
-
-
-def _fbp(problem: CTProblem) -> torch.Tensor:
-    from recon.baselines.ct import fbp
-    return fbp(problem.y, problem.op)
-
-
-def _ct_unet(problem: CTProblem, settings: MethodSettings) -> Posterior:
-    """Residual U-Net on the FBP, in attenuation per pixel."""
-    if settings.unet is None:
-        raise MethodError("solver 'unet' needs a U-Net baseline (none is loaded)")
-    from recon.baselines import unet as unet_base
-    return unet_base.unet_ct(problem.y, problem.op, settings.unet, unit=problem.scale)

@@ -27,7 +27,7 @@ def case():
                                          (total_variation, mri_app.TotalVariationRecon)])
 def test_one_set_matches_sigpys_app(case, method, app):
     y, maps, mask = case
-    ours = method(y, maps, mask, lam=0.001, max_iter=20).mean
+    ours = method(MultiCoilMRI(maps, mask), y, lam=0.001, max_iter=20).mean
     w = mask.expand(48, 48).numpy()
     k, mps = y.numpy(), maps.numpy()
     eig = 1.01 * 1.0  # birdcage maps: sum |S|^2 = 1 and a binary mask, so ||A||^2 = 1 (our power iteration: 1.0)
@@ -41,9 +41,9 @@ def test_one_set_matches_sigpys_app(case, method, app):
 def test_an_empty_second_set_changes_nothing(case, method):
     y, maps, mask = case
     two = torch.stack([maps, torch.zeros_like(maps)])
-    run = {"sense": lambda m: cg_sense(y, MultiCoilMRI(m, mask)).mean,
-           "l1-wavelet": lambda m: l1_wavelet(y, m, mask, max_iter=20).mean,
-           "tv": lambda m: total_variation(y, m, mask, max_iter=20).mean}[method]
+    run = {"sense": lambda m: cg_sense(MultiCoilMRI(m, mask), y).mean,
+           "l1-wavelet": lambda m: l1_wavelet(MultiCoilMRI(m, mask), y, max_iter=20).mean,
+           "tv": lambda m: total_variation(MultiCoilMRI(m, mask), y, max_iter=20).mean}[method]
     one, both = run(maps), run(two)
     assert both.shape == (2, 48, 48)
     assert float((both[0] - one).abs().max() / one.abs().max()) < 1e-4
@@ -59,10 +59,10 @@ def test_two_sets_fit_the_data_through_the_sum_over_sets(method):
     x = torch.randn(2, n, n, generator=g, dtype=torch.complex64)
     op = MultiCoilMRI(maps)
     y = op.forward(x)
-    est = method(y, maps, torch.ones(n), lam=1e-6, max_iter=200).mean
+    est = method(MultiCoilMRI(maps, torch.ones(n)), y, lam=1e-6, max_iter=200).mean
     assert est.shape == (2, n, n)
     res = float((op.forward(est) - y).norm() / y.norm())
     # one-set fit with the first maps only leaves the second set's signal unexplained (residual ~0.7)
-    one = method(y, maps[0], torch.ones(n), lam=1e-6, max_iter=200).mean
+    one = method(MultiCoilMRI(maps[0], torch.ones(n)), y, lam=1e-6, max_iter=200).mean
     res_one = float((MultiCoilMRI(maps[0]).forward(one) - y).norm() / y.norm())
     assert res < 0.05 and res_one > 0.3

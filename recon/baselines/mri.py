@@ -1,6 +1,8 @@
 """Classical Cartesian MRI reconstructions: zero-filled, CG-SENSE, L1-wavelet and TV compressed sensing.
 
-Every function returns a `Posterior` with the estimate as ``mean`` and ``std=None``.
+Every function is a registered baseline ``fn(A, y, **hp) -> Posterior`` (`recon.baselines.registry`):
+``A`` is the acquisition's `MultiCoilMRI` (maps and mask), ``y`` the k-space; the estimate is the
+``mean``, ``std=None``.
 
 Conventions: k-space ``complex [..., C, H, W]``, centred (`operators.fft.fft2c`, fastMRI's
 convention), zero where not sampled; maps ``complex [C, H, W]`` or, for M map sets (soft SENSE, BART
@@ -30,6 +32,7 @@ from operators.base import OperatorShapeError, power_iteration
 from operators.fft import ifft2c, rss
 from operators.linalg import conjugate_gradient
 from operators.mri import MultiCoilMRI
+from recon.baselines.registry import register
 from solvers.posterior import Posterior
 
 COMBINES = ("rss", "sense")
@@ -39,12 +42,13 @@ DEFAULT_LAM_L1 = 0.0003
 DEFAULT_LAM_TV = 0.01
 
 
-def zero_filled(y: torch.Tensor, op: MultiCoilMRI | None = None, combine: str = "rss") -> Posterior:
+@register("zero-filled", modality="mri")
+def zero_filled(A: MultiCoilMRI | None, y: torch.Tensor, combine: str = "rss") -> Posterior:
     """Inverse FFT of the zero-filled k-space, coils combined.
 
     Args:
+        A: the acquisition's `MultiCoilMRI` (needed for ``combine="sense"``: ``A^H y``; unused for ``"rss"``).
         y: complex [..., C, H, W] undersampled k-space.
-        op: the acquisition's `MultiCoilMRI` (needed for ``combine="sense"``: ``A^H y``).
         combine: ``"rss"`` (real magnitude, fastMRI's zero-filled baseline) or ``"sense"``
             (complex ``sum_c conj(S_c) F^-1 y_c``; exact coil combination when ``sum |S_c|^2 = 1``).
 
@@ -58,21 +62,22 @@ def zero_filled(y: torch.Tensor, op: MultiCoilMRI | None = None, combine: str = 
     if combine == "rss":
         mean = rss(ifft2c(y))
     else:
-        if op is None:
+        if A is None:
             raise ValueError("zero_filled: combine='sense' needs the operator (its coil maps)")
-        op.check_range(y, "k-space")
-        mean = op.adjoint(y)
+        A.check_range(y, "k-space")
+        mean = A.adjoint(y)
     return Posterior(mean=mean, std=None, wall_time=time.perf_counter() - t0, method=f"zero-filled-{combine}",
                      hparams={"combine": combine})
 
 
-def cg_sense(y: torch.Tensor, op: MultiCoilMRI, lam: float = DEFAULT_LAM_CG, n_iter: int = 20,
+@register("sense", modality="mri")
+def cg_sense(A: MultiCoilMRI, y: torch.Tensor, lam: float = DEFAULT_LAM_CG, n_iter: int = 20,
              x0: torch.Tensor | None = None, tol: float = 0.0) -> Posterior:
     """CG-SENSE with a Tikhonov weight: solve ``(A^H A + lam I) x = A^H y`` by conjugate gradients.
 
     Args:
+        A: `MultiCoilMRI` with the maps and mask of the acquisition.
         y: complex [..., C, H, W] undersampled k-space.
-        op: `MultiCoilMRI` with the maps and mask of the acquisition.
         lam: Tikhonov weight (>= 0); ``A^H A`` has eigenvalues in [0, 1] for maps with ``sum |S|^2 = 1``.
         n_iter: CG iterations (one ``A^H A`` each).
         x0: start [..., (M,) H, W]; zeros when None.
@@ -82,31 +87,24 @@ def cg_sense(y: torch.Tensor, op: MultiCoilMRI, lam: float = DEFAULT_LAM_CG, n_i
     """
     if lam < 0:
         raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
-    op.check_range(y, "k-space")
+    A.check_range(y, "k-space")
     t0 = time.perf_counter()
-    normal = op.normal if lam == 0 else (lambda x: op.normal(x) + lam * x)
-    x = conjugate_gradient(normal, op.adjoint(y), x0=x0, n_iter=n_iter, tol=tol, dims=len(op.domain_shape))
+    normal = A.normal if lam == 0 else (lambda x: A.normal(x) + lam * x)
+    x = conjugate_gradient(normal, A.adjoint(y), x0=x0, n_iter=n_iter, tol=tol, dims=len(A.domain_shape))
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="cg-sense",
                      hparams={"lam": lam, "n_iter": n_iter})
 
 
-def _sigpy_inputs(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None, name: str
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    if not kspace.is_complex() or kspace.dim() < 3:
-        raise OperatorShapeError(f"{name}: expected complex k-space [..., C, H, W], got {tuple(kspace.shape)}")
-    if maps.dim() not in (3, 4) or tuple(maps.shape[-3:]) != tuple(kspace.shape[-3:]):
-        raise OperatorShapeError(f"{name}: maps {tuple(maps.shape)} must be [C, H, W] or [M, C, H, W] with "
-                                 f"[C, H, W] = {tuple(kspace.shape[-3:])}")
-    k = kspace.detach().cpu().numpy().astype(np.complex64)
-    mps = maps.detach().cpu().numpy().astype(np.complex64)
-    w = None
-    if mask is not None:
-        m = mask.detach().cpu().to(torch.float32)
-        if m.dim() == 1:
-            m = m.expand(kspace.shape[-2], m.shape[0])
-        if tuple(m.shape) != tuple(kspace.shape[-2:]):
-            raise OperatorShapeError(f"{name}: mask {tuple(mask.shape)} does not fit k-space {tuple(kspace.shape[-2:])}")
-        w = m.numpy()
+def _sigpy_inputs(A: MultiCoilMRI, y: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """k-space complex64 [..., C, H, W], maps complex64 [(M,) C, H, W] and mask float32 [H, W] (or None) as numpy."""
+    if not y.is_complex() or y.dim() < 3:
+        raise OperatorShapeError(f"{name}: expected complex k-space [..., C, H, W], got {tuple(y.shape)}")
+    if tuple(A.maps.shape[-3:]) != tuple(y.shape[-3:]):
+        raise OperatorShapeError(f"{name}: maps {tuple(A.maps.shape)} must be [C, H, W] or [M, C, H, W] with "
+                                 f"[C, H, W] = {tuple(y.shape[-3:])}")
+    k = y.detach().cpu().numpy().astype(np.complex64)
+    mps = A.maps.detach().cpu().numpy().astype(np.complex64)
+    w = None if A.mask is None else A.mask.detach().cpu().to(torch.float32).numpy()
     return k, mps, w
 
 
@@ -125,65 +123,67 @@ def _max_eig(maps: np.ndarray, weights: np.ndarray | None, kspace: np.ndarray) -
     the global numpy RNG, which would make results vary from run to run); 1 % safety margin."""
     if weights is None:  # as sigpy: sampled where any coil of the first slice is non-zero
         weights = (np.abs(kspace.reshape(-1, *kspace.shape[-3:])[0]).sum(0) > 0).astype(np.float32)
-    op = MultiCoilMRI(torch.from_numpy(maps), torch.from_numpy(weights))
-    return 1.01 * power_iteration(op, n_iter=30, generator=torch.Generator().manual_seed(0)) ** 2
+    A = MultiCoilMRI(torch.from_numpy(maps), torch.from_numpy(weights))
+    return 1.01 * power_iteration(A, n_iter=30, generator=torch.Generator().manual_seed(0)) ** 2
 
 
-def _run_sigpy(regulariser: str, kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None, lam: float,
-               max_iter: int, name: str, wave_name: str = "db4") -> torch.Tensor:
+def _run_sigpy(regulariser: str, A: MultiCoilMRI, y: torch.Tensor, lam: float, max_iter: int, name: str,
+               wave_name: str = "db4") -> torch.Tensor:
     """``min 1/2 ||sqrt(w) (F S x - y)||^2 + lam R(x)`` with sigpy's LinearLeastSquares, as sigpy's
     ``L1WaveletRecon`` (FISTA, R = ||W x||_1) and ``TotalVariationRecon`` (PDHG, R = ||G x||_1) build it,
     with the wavelet and finite differences over the image axes (-2, -1) only, so M map sets are
-    regularised each on its own."""
+    regularised each on its own. y: complex [..., C, H, W]; returns complex [..., (M,) H, W]."""
     if lam < 0:
         raise ValueError(f"{name}: lam must be >= 0, got {lam}")
-    k, mps, w = _sigpy_inputs(kspace, maps, mask, name)
+    k, mps, w = _sigpy_inputs(A, y, name)
     eig = max(_max_eig(mps, w, k), 1e-12)
     lead = k.shape[:-3]
     flat = k.reshape(-1, *k.shape[-3:])
     out = []
     for b in range(flat.shape[0]):
         wb = w if w is not None else (np.abs(flat[b]).sum(0) > 0).astype(np.float32)  # as sigpy's estimate
-        A = _sense_linop(mps, wb)
-        y = flat[b] * wb**0.5
+        sense = _sense_linop(mps, wb)
+        yb = flat[b] * wb**0.5
         if regulariser == "l1-wavelet":  # FISTA step 1 / L
-            W = sp.linop.Wavelet(A.ishape, axes=(-2, -1), wave_name=wave_name)
+            W = sp.linop.Wavelet(sense.ishape, axes=(-2, -1), wave_name=wave_name)
             proxg = sp.prox.UnitaryTransform(sp.prox.L1Reg(W.oshape, lam), W)
-            app = sp.app.LinearLeastSquares(A, y, proxg=proxg, alpha=1.0 / eig, max_iter=max_iter, show_pbar=False)
+            app = sp.app.LinearLeastSquares(sense, yb, proxg=proxg, alpha=1.0 / eig, max_iter=max_iter,
+                                            show_pbar=False)
         else:  # PDHG on [A; G], ||G||^2 <= 8 (2D finite differences)
-            G = sp.linop.FiniteDifference(A.ishape, axes=(-2, -1))
+            G = sp.linop.FiniteDifference(sense.ishape, axes=(-2, -1))
             proxg = sp.prox.L1Reg(G.oshape, lam)
-            app = sp.app.LinearLeastSquares(A, y, proxg=proxg, G=G, sigma=1.0, tau=1.0 / (eig + 8.0),
+            app = sp.app.LinearLeastSquares(sense, yb, proxg=proxg, G=G, sigma=1.0, tau=1.0 / (eig + 8.0),
                                             max_iter=max_iter, show_pbar=False)
         out.append(app.run())
-    return torch.from_numpy(np.asarray(out, dtype=np.complex64).reshape(*lead, *out[0].shape)).to(kspace.device)
+    return torch.from_numpy(np.asarray(out, dtype=np.complex64).reshape(*lead, *out[0].shape)).to(y.device)
 
 
-def l1_wavelet(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None = None,
-               lam: float = DEFAULT_LAM_L1, max_iter: int = 100, wave_name: str = "db4") -> Posterior:
+@register("l1-wavelet", modality="mri")
+def l1_wavelet(A: MultiCoilMRI, y: torch.Tensor, lam: float = DEFAULT_LAM_L1, max_iter: int = 100,
+               wave_name: str = "db4") -> Posterior:
     """L1-wavelet compressed sensing ``min 1/2 ||M F S x - y||^2 + lam ||W x||_1`` (sigpy ``L1WaveletRecon``, FISTA).
 
     Args:
-        kspace: complex [..., C, H, W] undersampled k-space.
-        maps: complex [C, H, W] sensitivities, or [M, C, H, W] for M map sets.
-        mask: sampling mask [W] or [H, W]; None lets sigpy take it from the non-zero k-space samples.
+        A: `MultiCoilMRI` with maps complex [C, H, W] (or [M, C, H, W] for M map sets) and the sampling
+            mask; a mask of None lets sigpy take it from the non-zero k-space samples.
+        y: complex [..., C, H, W] undersampled k-space.
         lam: L1 weight. max_iter: iterations. wave_name: PyWavelets wavelet.
 
     Returns: `Posterior` with complex ``mean`` [..., (M,) H, W].
     """
     t0 = time.perf_counter()
-    x = _run_sigpy("l1-wavelet", kspace, maps, mask, lam, max_iter, "l1_wavelet", wave_name=wave_name)
+    x = _run_sigpy("l1-wavelet", A, y, lam, max_iter, "l1_wavelet", wave_name=wave_name)
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="l1-wavelet",
                      hparams={"lam": lam, "max_iter": max_iter, "wave_name": wave_name})
 
 
-def total_variation(kspace: torch.Tensor, maps: torch.Tensor, mask: torch.Tensor | None = None,
-                    lam: float = DEFAULT_LAM_TV, max_iter: int = 100) -> Posterior:
+@register("tv", modality="mri")
+def total_variation(A: MultiCoilMRI, y: torch.Tensor, lam: float = DEFAULT_LAM_TV, max_iter: int = 100) -> Posterior:
     """Total-variation compressed sensing ``min 1/2 ||M F S x - y||^2 + lam TV(x)`` (sigpy ``TotalVariationRecon``, PDHG).
 
     Args and returns as `l1_wavelet`.
     """
     t0 = time.perf_counter()
-    x = _run_sigpy("tv", kspace, maps, mask, lam, max_iter, "total_variation")
+    x = _run_sigpy("tv", A, y, lam, max_iter, "total_variation")
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="total-variation",
                      hparams={"lam": lam, "max_iter": max_iter})

@@ -11,25 +11,25 @@ from operators.linalg import conjugate_gradient
 from operators.nufft import NonCartesianMRI
 
 
-def gridding(y: torch.Tensor, op: NonCartesianMRI, dcf: torch.Tensor) -> torch.Tensor:
+def gridding(y: torch.Tensor, A: NonCartesianMRI, dcf: torch.Tensor) -> torch.Tensor:
     """Density-compensated adjoint ``A^H (w * y)``, coil-combined with the maps' conjugates.
 
     Args:
         y: complex ``[..., C, K]`` samples (``[..., K]`` single coil).
-        op: the acquisition's operator.
+        A: the acquisition's operator.
         dcf: real ``[K]`` weights, e.g. `operators.dcf.pipe_menon_dcf` (Cartesian-normalised,
             so the result keeps the image scale).
 
     Returns: complex ``[..., H, W]``.
     """
-    if dcf.shape != (op.range_shape[-1],):
-        raise ValueError(f"gridding: dcf of shape {tuple(dcf.shape)} does not match the {op.range_shape[-1]} samples")
-    return op.adjoint(y * dcf.to(y.device))
+    if dcf.shape != (A.range_shape[-1],):
+        raise ValueError(f"gridding: dcf of shape {tuple(dcf.shape)} does not match the {A.range_shape[-1]} samples")
+    return A.adjoint(y * dcf.to(y.device))
 
 
 def cg_sense(
     y: torch.Tensor,
-    op: NonCartesianMRI,
+    A: NonCartesianMRI,
     n_iter: int = 30,
     lam: float = 0.0,
     x0: torch.Tensor | None = None,
@@ -37,13 +37,13 @@ def cg_sense(
 ) -> torch.Tensor:
     """CG-SENSE: solve ``(A^H A + lam I) x = A^H y`` by conjugate gradients.
 
-    Each iteration costs one ``op.normal`` (two FFTs per coil with the Toeplitz kernel).
+    Each iteration costs one ``A.normal`` (two FFTs per coil with the Toeplitz kernel).
     ``lam`` is a Tikhonov weight in the units of ``A^H A`` (whose largest eigenvalue is
     about the number of k-space samples per Cartesian cell at the centre of k-space).
 
     Args:
         y: complex ``[..., C, K]`` samples; leading dimensions are solved independently.
-        op: the acquisition's operator.
+        A: the acquisition's operator.
         n_iter: CG iterations.
         lam: Tikhonov regularisation (>= 0).
         x0: starting image ``[..., H, W]`` (zeros when None).
@@ -53,6 +53,6 @@ def cg_sense(
     """
     if lam < 0:
         raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
-    rhs = op.adjoint(y)
-    normal = op.normal if lam == 0 else (lambda x: op.normal(x) + lam * x)
-    return conjugate_gradient(normal, rhs, x0=x0, n_iter=n_iter, tol=tol, dims=len(op.domain_shape))
+    rhs = A.adjoint(y)
+    normal = A.normal if lam == 0 else (lambda x: A.normal(x) + lam * x)
+    return conjugate_gradient(normal, rhs, x0=x0, n_iter=n_iter, tol=tol, dims=len(A.domain_shape))

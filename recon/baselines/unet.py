@@ -10,6 +10,9 @@ Sizes the network cannot take as they are (not a multiple of ``2**num_pool_layer
 than it) are reflect-padded (zero-padded where reflection is impossible) to the next multiple and
 cropped back; training uses the same `unet_forward`, so padding is part of the model.
 
+The registered baselines ``unet`` (MRI and CT) are `unet_mri_reconstruction` and `unet_ct_reconstruction`:
+``fn(A, y, net=..., ...) -> Posterior`` like every other baseline.
+
 U-Net files (written by `recon.baselines.unet_training.export_unet`) are one ``torch.save`` dict:
 ``format_version``, ``kind="fastmri-unet"``, ``task`` (``"brain-mri"`` / ``"head-ct"``),
 ``net_config`` (`UnetConfig` fields), ``state_dict`` (fastMRI parameter names) and ``meta``.
@@ -28,10 +31,13 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
+from operators.base import LinearOperator
 from operators.fft import ifft2c, rss
+from operators.mri import MultiCoilMRI
 from priors.checkpoints import CheckpointError, load_state_dict_checked
 from priors.networks.fastmri_unet import Unet, UnetConfig, UnetInputError, normalize_unet_input
-from recon.baselines.ct import fbp
+from recon.baselines.ct_analytic import fbp
+from recon.baselines.registry import register
 from recon.data.io import center_crop
 from solvers.posterior import Posterior
 
@@ -257,3 +263,24 @@ def unet_mri_init(kspace: torch.Tensor, op, model: TrainedUnet | Unet, cg_iter: 
     magnitude = unet_mri(kspace, model).mean.clamp_min(0.0)
     phase = torch.angle(conjugate_gradient(op.normal, op.adjoint(kspace), n_iter=cg_iter, dims=2))
     return torch.polar(magnitude.to(torch.float32), phase.to(torch.float32)).to(torch.complex64)
+
+
+# ---------------------------------------------------------------------------
+# baselines: fn(A, y, **hp) -> Posterior
+# ---------------------------------------------------------------------------
+@register("unet", modality="mri", needs=("net", "crop"))
+def unet_mri_reconstruction(A: MultiCoilMRI, y: torch.Tensor, net: TrainedUnet | Unet,
+                            crop: tuple[int, int] | None = None) -> Posterior:
+    """`unet_mri` as a baseline: real magnitude ``mean`` [..., rH, rW] from k-space ``y`` [..., C, H, W].
+
+    ``A`` is not used: the network sees the zero-filled RSS image of ``y`` alone (fastMRI's convention).
+    """
+    return unet_mri(y, net, crop=crop)
+
+
+@register("unet", modality="ct", needs=("net", "unit"))
+def unet_ct_reconstruction(A: LinearOperator, y: torch.Tensor, net: TrainedUnet | Unet, unit: float = 1.0,
+                           filter: str = "ram-lak") -> Posterior:
+    """`unet_ct` as a baseline: real ``mean`` [..., H, W] from the sinogram ``y`` [..., n_angles, n_detectors]
+    of the geometry ``A``."""
+    return unet_ct(y, A, net, unit=unit, filter=filter)
