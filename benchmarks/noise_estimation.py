@@ -64,7 +64,7 @@ SAMPLE = ROOT / "recon" / "samples" / "brainweb_subject51_t1w.h5"
 
 
 # ---------------------------------------------------------------------------------------------------------
-# simulation (also used by tests/test_noise.py)
+# simulation (also used by tests/recon/problems/test_noise.py)
 # ---------------------------------------------------------------------------------------------------------
 def complex_normal(shape: tuple[int, ...], g: torch.Generator) -> torch.Tensor:
     """complex128 samples with independent N(0, 1) real and imaginary parts."""

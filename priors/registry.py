@@ -25,7 +25,7 @@ REGISTRY_FILE = WEIGHTS_DIR / "registry.json"
 SUPPORTED_FORMAT = 1
 #: per bundled prior, the smallest sigma where bf16 denoising of the held-out crops stays within 0.05 dB PSNR
 #: of float32 (worst measured deficit at and above it: brain 0.025 dB, head CT 0.029 dB; below it the CT prior
-#: loses up to 0.21 dB at sigma 0.01); pinned by tests/test_priors.py
+#: loses up to 0.21 dB at sigma 0.01); pinned by tests/priors/test_priors.py
 BF16_MIN_SIGMA: dict[str, float] = {"brain-mri-complex": 0.02, "head-ct": 0.1}
 
 

@@ -26,7 +26,7 @@ Re-noising (`renoise`): "denoiser" (default, the paper's) re-noises with the net
 that with eta = 1 the step is the ancestral step of the reverse SDE of p(x_sigma | y), whose score is
 ``(E[x0 | x_sigma, y] - x_sigma) / sigma^2`` (the proximal step is that conditional mean under the Gaussian
 model above). "denoiser" adds each step's full correction to the next level's image, so the data count more
-than once. On the noisy Gaussian test (tests/test_solvers_noise.py) "denoiser" pulls the mean towards the noisy
+than once. On the noisy Gaussian test (tests/solvers/test_solvers_noise.py) "denoiser" pulls the mean towards the noisy
 data and shrinks the spread, while "posterior" (or "denoiser" with a quarter of the derived weight) comes close
 to the true posterior; on the validation slices "denoiser" scored the higher PSNR. So the default favours image
 quality; ``renoise="posterior"`` is the calibrated sampler. Numbers: benchmarks/RESULTS.md, Solver defaults.

@@ -19,7 +19,7 @@ times the un-converted one). The data enter in the prior's intensity scale (unit
 see benchmarks/RESULTS.md, Solver defaults) took at low noise (grad ||r||^2 / ||r|| = 2 grad ||r||); at high
 noise it is now (1 + sigma^2) times larger, as the paper's. Not re-tuned on validation data since the conversion.
 The guidance per step is fixed, so its total grows with NFE: DPS is not a consistent sampler, and its
-error on the closed-form Gaussian test depends on NFE (tests/test_solvers_noise.py). NFE = number of steps.
+error on the closed-form Gaussian test depends on NFE (tests/solvers/test_solvers_noise.py). NFE = number of steps.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ score-MRI's per-coil variant on the operator's coil-wise form (``A.per_coil()``)
 
 Noisy data (sigma_y > 0): each move of variance tau is followed by the proximal step of the true likelihood
 with ``gamma = tau / sigma_y^2`` instead of the hard step, which would re-inject the measurement noise at every
-level; on the noisy Gaussian test (tests/test_solvers_noise.py) this is closer to the true posterior than the
+level; on the noisy Gaussian test (tests/solvers/test_solvers_noise.py) this is closer to the true posterior than the
 hard step in both mean and spread: see benchmarks/RESULTS.md, Solver defaults.
 """
 from __future__ import annotations

@@ -6,14 +6,13 @@ import ast
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 
 from operators.base import adjointness_error, power_iteration
 from operators.mri import MultiCoilMRI
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("operators", "priors", "solvers", "recon")
 #: factory draws that create a tensor from a shape: with a generator, torch needs device= to match the
 #: generator's device (a CUDA generator with the default CPU device is refused). Draws that take an input

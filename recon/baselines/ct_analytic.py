@@ -2,7 +2,7 @@
 
 Units follow `operators.ct`: the sinogram holds line integrals in pixel units (``-ln(I / I0)`` when the
 image is attenuation per pixel, see `recon.data.simulate.ct.hu_to_mu`), and FBP returns an image on that
-same scale, so ``fbp(A x, A) ~ x`` (checked in tests/test_ct.py).
+same scale, so ``fbp(A x, A) ~ x`` (checked in tests/operators/test_ct.py).
 
 Reference:
     Kak AC, Slaney M. *Principles of Computerized Tomographic Imaging*. IEEE Press, 1988.

@@ -24,7 +24,7 @@ from recon.pipeline.run import reconstruct_file
 from recon.pipeline.volume import ReconstructConfig
 from recon.problems.mri import MaskSpec
 from recon.data.simulate import simulate_multicoil
-from tests.conftest import FASTMRI_REAL, needs_shared
+from tests.conftest import FASTMRI_REAL, TEST_DATA, needs_shared
 
 N = 64
 
@@ -75,7 +75,7 @@ def test_end_to_end_mri_outputs_and_quality(mri_file, tmp_path):
 def test_real_fastmri_file_with_two_map_sets(tmp_path):
     # the real reduced-FOV file: two ESPIRiT sets, retrospective 4x equispaced, the small test prior
     from priors.registry import load
-    prior = load(Path(__file__).resolve().parent / "data" / "tiny_brain_prior.pt")
+    prior = load(TEST_DATA / "tiny_brain_prior.pt")
     # 24 ACS lines (0.143 of the 168 acquired): with fastMRI's 0.08 only 13 lines calibrate the maps
     cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("equispaced", 4, 0.143, 0), n_maps=2, quiet=True)
     s = reconstruct_file(FASTMRI_REAL, cfg, lambda m: MethodSettings(prior=prior, n_samples=2, nfe=10,

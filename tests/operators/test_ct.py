@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -23,9 +22,8 @@ from recon.baselines.ct_analytic import fbp
 from recon.baselines.ct_iterative import cgls, sirt
 from recon.data.ct_files import CTFormatError, CTGeometry, read_ct_volume, read_sinogram, write_sinogram
 from recon.data.simulate.ct import MU_WATER_PER_MM, ct_sinogram, hu_to_mu, mu_to_hu
+from tests.conftest import HEAD_CT
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-HEAD_CT = SHARED / "data" / "ct" / "head_ct.h5"
 
 
 def _marks(*marks):

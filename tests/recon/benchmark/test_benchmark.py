@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,8 @@ from recon.benchmark.sources import ct_sources
 from recon.benchmark.stats import (ause, calibration, coverage, patch_average, sparsification_curves, spearman,
                                    support_mask)
 from recon.benchmark.targets import evaluate_targets
+from tests.conftest import SHARED
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
 # ---------------------------------------------------------------------------

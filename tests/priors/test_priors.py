@@ -14,8 +14,8 @@ from torch import nn
 from priors.base import (EDMPrior, GaussianPrior, PriorInfo, PriorMismatchError, VEScorePrior, VPEpsilonPrior,
                          linear_beta_alphas_cumprod, standard_noise, to_channels)
 from priors.networks.unet import UNet
+from tests.conftest import WEIGHTS
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "priors" / "weights"
 
 
 # ---------------------------------------------------------------------------

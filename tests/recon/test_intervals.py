@@ -103,7 +103,7 @@ def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_
     from recon.pipeline.volume import ReconstructConfig
     from recon.problems.mri import MaskSpec
     from recon.data.simulate import simulate_multicoil
-    from tests.test_pipeline import N, _gaussian_prior, _phantom
+    from tests.recon.pipeline.test_pipeline import N, _gaussian_prior, _phantom
 
     k, _, _ = simulate_multicoil(torch.from_numpy(_phantom(5)[None]), n_coils=4, noise_std=0.002, seed=0)
     src = write_fastmri(tmp_path / "p.h5", k)

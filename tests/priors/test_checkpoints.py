@@ -9,7 +9,6 @@ sigmas); float64 runs agree to ~1e-14 when the algorithm is the same, so 1e-10 i
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -22,9 +21,9 @@ from priors.checkpoints import (
 )
 from priors.networks.fastmri_unet import Unet, UnetInputError
 from priors.networks.ncsnpp import NCSNpp, SplitChannels
+from tests.conftest import FIXTURES
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FIX = SHARED / "fixtures" / "checkpoints"
+FIX = FIXTURES / "checkpoints"
 needs_fixtures = pytest.mark.skipif(not FIX.exists(), reason="needs ../shared/fixtures/checkpoints")
 
 F32_ABS = 1e-5   # README: float32 changes by <= 2.6e-6 (ADM), 1.1e-6 (VarNet), 8.6e-7 (U-Net) across threads

@@ -25,9 +25,9 @@ from recon.cli import main as cli
 from recon.data.io import write_fastmri
 from recon.pipeline.outdir import OutputLock
 from recon.data.simulate import simulate_multicoil
+from tests.conftest import ROOT
 
 N = 48
-ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--solver", "zero-filled", "--quiet", "--accel", "3", "--center-fraction", "0.25"]
 
 

@@ -15,9 +15,8 @@ import torch
 from priors.fit import FitConfig, StepInfo, StepLog, fit
 from priors.training import PriorTrainingConfig, edm_loss, run_train_prior
 from recon.data.pools import ImagePool, TrainingDataError, build_pool, read_fastmri_targets, sample_patches
+from tests.conftest import SHARED, needs_shared
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-needs_shared = pytest.mark.skipif(not (SHARED / "data").exists(), reason="needs ../shared/data")
 
 
 def _fastmri_folder(folder: Path, seed: int = 0) -> Path:

@@ -13,11 +13,10 @@ from priors.networks.fastmri_unet import Unet, UnetInputError
 from recon.baselines.unet import (load_unet, mri_unet_image, pad_to_multiple, unet_ct, unet_forward, unet_from_dict,
                                   unet_mri, unpad)
 from recon.baselines.unet_training import UNetTrainingConfig, export_unet, fourier_crop, random_masks, run_train_unet
+from tests.conftest import ROOT, needs_shared
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 WEIGHTS = ROOT / "priors" / "weights"
-needs_shared = pytest.mark.skipif(not (SHARED / "data").exists(), reason="../shared/data is not present")
 
 
 def _net(chans: int = 4, pools: int = 2, seed: int = 0) -> Unet:

@@ -18,7 +18,8 @@ import solvers
 from operators import LinearOperator, MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 from priors.base import GaussianPrior, PriorInfo, PriorMismatchError
 from solvers import SolverError
-from tests.test_solvers_noise import SIGMA_Y, noisy_gaussian_case, spectrum
+from tests.solvers.test_solvers_noise import SIGMA_Y, noisy_gaussian_case, spectrum
+from tests.conftest import TEST_DATA
 
 N_PIX = 16
 N_SAMPLES = 256
@@ -39,7 +40,7 @@ def noiseless_case():
 
 @pytest.fixture(scope="module")
 def noisy_case():
-    """The noisy multi-coil closed-form case of tests/test_solvers_noise.py (sigma_y = 0.1)."""
+    """The noisy multi-coil closed-form case of tests/solvers/test_solvers_noise.py (sigma_y = 0.1)."""
     op, y, prior, mean, std, _ = noisy_gaussian_case(SIGMA_Y)
     return op, y, prior, SIGMA_Y, mean, std
 
@@ -67,7 +68,7 @@ NOISELESS = [
 ]
 NOISY = [
     # Langevin with finite steps inflates the variance; sigma_L = 0.05 leaves that much noise in the samples
-    # (measured 0.21, 1.07). Every method on this case: tests/test_solvers_noise.py
+    # (measured 0.21, 1.07). Every method on this case: tests/solvers/test_solvers_noise.py
     ("score_ald", dict(nfe=600, sigma_min=0.05, step_scale=0.3), 0.5, (1.0, 1.25)),
 ]
 
@@ -219,7 +220,7 @@ def test_bad_input_is_rejected_before_work(noiseless_case):
         solvers.sample("dds", op, y, real_prior, progress=False)
 
 
-DATA = __import__("pathlib").Path(__file__).resolve().parent / "data"
+DATA = TEST_DATA
 TINY_DEFAULTS = {"dds": {}, "projection": {"nfe": 200}, "score_ald": {"nfe": 300}, "dps": {"nfe": 100}, "ccdf": {}}
 
 
