@@ -21,6 +21,7 @@ import h5py
 import numpy as np
 
 from recon import intervals as iv
+from benchmarks.common import write_report
 from benchmarks.user_path import make_files, reconstruct
 
 
@@ -123,9 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['val_cov']:.3f} | {r['test_cov_gauss']:.3f} | {r['test_cov']:.3f} | "
                      f"{100 * r['width_gauss'] / r['ref_max']:.2f}% | {100 * r['width'] / r['ref_max']:.2f}% | "
                      f"{r['spearman']:.2f} | {r['n_test']} |")
-    a.report.parent.mkdir(parents=True, exist_ok=True)
-    a.report.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(a.report, lines)
     return 0
 
 

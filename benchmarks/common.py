@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: timing and appending a section to RESULTS.md."""
+"""Helpers shared by the benchmark scripts: timing, writing a report and appending a section to RESULTS.md."""
 from __future__ import annotations
 
 import datetime as _dt
@@ -50,4 +50,12 @@ def append_results(title: str, table: str, notes: str = "") -> None:
         RESULTS.write_text("# Benchmark results\n\nEach section: date, machine, the command that produced it.\n")
     with RESULTS.open("a") as f:
         f.write(text)
+    print(text)
+
+
+def write_report(path: Path, lines: list[str]) -> None:
+    """Write the markdown `lines` (one string a line) to `path`, making its folder, and print them."""
+    text = "\n".join(lines)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + "\n")
     print(text)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import write_report
 from recon.cli import main as cli
 
 METHODS = "dds,l1-wavelet,unet,zero-filled"
@@ -75,9 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         d_unet = mean.get("dds", np.nan) - mean.get("unet", np.nan)
         lines.append(f"| {mask} {accel}x | " + " | ".join(cells) + f" | {d_l1:+.2f} | {d_unet:+.2f} |")
         print(lines[-1], flush=True)
-    a.report.parent.mkdir(parents=True, exist_ok=True)
-    a.report.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(a.report, lines)
     return 0
 
 

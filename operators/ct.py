@@ -143,30 +143,18 @@ def _shape(name: str, shape: Sequence[int], ndim: int) -> tuple[int, ...]:
 
 
 # -- autograd: forward and back projection, each the other's gradient -----
-class _Project(torch.autograd.Function):
-    """``y = A x``; its gradient is ``A^T g``."""
+class _Projection(torch.autograd.Function):
+    """``y = A x`` (adjoint=False: [..., *domain] -> [..., *range]) or ``x = A^T y`` (adjoint=True: back);
+    the gradient of each is the other."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, op: "_AstraOperator") -> torch.Tensor:
-        ctx.op = op
-        return op._project(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return _Backproject.apply(grad, ctx.op), None
-
-
-class _Backproject(torch.autograd.Function):
-    """``x = A^T y``; its gradient is ``A g``."""
-
-    @staticmethod
-    def forward(ctx, y: torch.Tensor, op: "_AstraOperator") -> torch.Tensor:
-        ctx.op = op
-        return op._backproject(y)
+    def forward(ctx, v: torch.Tensor, op: "_AstraOperator", adjoint: bool) -> torch.Tensor:
+        ctx.op, ctx.adjoint = op, adjoint
+        return op._backproject(v) if adjoint else op._project(v)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        return _Project.apply(grad, ctx.op), None
+        return _Projection.apply(grad, ctx.op, not ctx.adjoint), None, None
 
 
 class _AstraOperator(LinearOperator):
@@ -178,13 +166,13 @@ class _AstraOperator(LinearOperator):
         """x: float32 [..., *domain_shape] -> float32 [..., *range_shape] (same device and dtype)."""
         self._check_real(x, "image")
         self.check_domain(x, "image")
-        return _Project.apply(x, self)
+        return _Projection.apply(x, self, False)
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """y: float32 [..., *range_shape] -> float32 [..., *domain_shape] (back projection A^T)."""
         self._check_real(y, "sinogram")
         self.check_range(y, "sinogram")
-        return _Backproject.apply(y, self)
+        return _Projection.apply(y, self, True)
 
     def to(self, device: torch.device | str) -> "_AstraOperator":
         """The operator follows the device of its input; returned unchanged."""

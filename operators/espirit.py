@@ -157,15 +157,8 @@ def espirit(
                          acs, calib, kernel)
 
 
-def espirit_maps(
-    kspace,
-    calib_width: int = 24,
-    kernel_width: int = 6,
-    thresh: float = 0.02,
-    crop: float = 0.95,
-    n_maps: int = 1,
-    max_iter: int = 100,
-) -> torch.Tensor:
+def espirit_maps(kspace, calib_width: int = 24, kernel_width: int = 6, thresh: float = 0.02, crop: float = 0.95,
+                 n_maps: int = 1, max_iter: int = 100) -> torch.Tensor:
     """ESPIRiT sensitivity maps from (possibly undersampled) multi-coil k-space (see `espirit`).
 
     Args:

@@ -29,14 +29,8 @@ from .nufft import NonCartesianMRI
 from .trajectories import check_trajectory
 
 
-def grid_calibration(
-    samples: torch.Tensor,
-    trajectory: torch.Tensor,
-    image_shape: tuple[int, int],
-    calib_width: int = 24,
-    margin: int = 4,
-    dcf_iter: int = 20,
-) -> torch.Tensor:
+def grid_calibration(samples: torch.Tensor, trajectory: torch.Tensor, image_shape: tuple[int, int],
+                     calib_width: int = 24, margin: int = 4, dcf_iter: int = 20) -> torch.Tensor:
     """Cartesian k-space whose centre ``calib_width x calib_width`` is gridded from ``samples``.
 
     Args:
@@ -81,16 +75,9 @@ def grid_calibration(
     return kspace
 
 
-def noncartesian_espirit_maps(
-    samples: torch.Tensor,
-    trajectory: torch.Tensor,
-    image_shape: tuple[int, int],
-    calib_width: int = 24,
-    kernel_width: int = 6,
-    thresh: float = 0.02,
-    crop: float = 0.95,
-    n_maps: int = 1,
-) -> torch.Tensor:
+def noncartesian_espirit_maps(samples: torch.Tensor, trajectory: torch.Tensor, image_shape: tuple[int, int],
+                              calib_width: int = 24, kernel_width: int = 6, thresh: float = 0.02,
+                              crop: float = 0.95, n_maps: int = 1) -> torch.Tensor:
     """ESPIRiT maps from non-Cartesian samples via `grid_calibration` and `espirit_maps`.
 
     Args:

@@ -50,12 +50,8 @@ def _spokes(angles: torch.Tensor, n_readout: int, dtype: torch.dtype) -> torch.T
     return torch.stack([ky.reshape(-1), kx.reshape(-1)]).to(dtype)
 
 
-def radial(
-    n_spokes: int,
-    n_readout: int,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
+def radial(n_spokes: int, n_readout: int, dtype: torch.dtype = torch.float32,
+           device: torch.device | str | None = None) -> torch.Tensor:
     """Uniform radial trajectory: ``n_spokes`` diameters at angles ``pi s / n_spokes``.
 
     ``n_readout`` samples per spoke span ``[-pi, pi)``; ``n_readout = 2 N`` is the usual
@@ -68,12 +64,8 @@ def radial(
     return _spokes(angles, n_readout, dtype)
 
 
-def golden_angle_radial(
-    n_spokes: int,
-    n_readout: int,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
-) -> torch.Tensor:
+def golden_angle_radial(n_spokes: int, n_readout: int, dtype: torch.dtype = torch.float32,
+                        device: torch.device | str | None = None) -> torch.Tensor:
     """Golden-angle radial trajectory: spoke ``s`` at angle ``s * GOLDEN_ANGLE mod pi``.
 
     Any run of consecutive spokes covers k-space nearly uniformly, so keeping the

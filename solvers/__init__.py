@@ -38,22 +38,11 @@ def get_method(method: str) -> type[Sampler]:
     return METHODS[key]
 
 
-def sample(
-    method: str,
-    operator: LinearOperator,
-    y: torch.Tensor,
-    prior: Prior,
-    *,
-    n_samples: int = 8,
-    nfe: int | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    callback=None,
-    sigma_y: float = 0.0,
-    scale: float | None = None,
-    **hparams: Any,
-) -> Posterior:
-    """Run one posterior-sampling method; `hparams` are the method's dataclass fields (see each class)."""
+def sample(method: str, operator: LinearOperator, y: torch.Tensor, prior: Prior, *, n_samples: int = 8,
+           nfe: int | None = None, seed: int = 0, progress: bool = True, callback=None, sigma_y: float = 0.0,
+           scale: float | None = None, **hparams: Any) -> Posterior:
+    """Run one posterior-sampling method; `hparams` are the method's dataclass fields (see each class), the
+    other keywords are `Sampler.run`'s."""
     cls = get_method(method)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(hparams) - names)

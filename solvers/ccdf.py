@@ -29,12 +29,9 @@ from typing import ClassVar
 
 import torch
 
-from operators.base import LinearOperator
-
 from . import dc as dcs
 from . import predictor_corrector as pc
 from .loop import Context, Sampler, SolverError, least_squares_image
-from .posterior import Posterior
 from .schedule import geometric_sigmas, noise_range, with_final_zero
 
 INITS = ("least-squares", "zero-filled")
@@ -42,7 +39,7 @@ LEAST_SQUARES_ITERS = 10
 
 
 @dataclass
-class CCDF(Sampler):
+class CCDF(Sampler, pc.StepFields):
     """Reverse diffusion with data consistency from a forward-diffused initial estimate.
 
     Hyper-parameters: sigma_start (the start level, in the prior's scale), init ("least-squares",
@@ -54,29 +51,13 @@ class CCDF(Sampler):
     name: ClassVar[str] = "ccdf"
     default_nfe: ClassVar[int] = 20
 
-    snr: float = 0.32
     corrector_steps: int = 0
-    dc: str = "auto"
-    lam: float = 1.0
-    cg_iters: int = 3
-    noised_measurement: bool | None = None
     sigma_min: float | None = None
     sigma_start: float = 0.1
     init: str | torch.Tensor = "least-squares"
 
-    @property
-    def settings(self) -> pc.StepSettings:
-        """This sampler's predictor-corrector hyper-parameters."""
-        return pc.StepSettings(dc=self.dc, lam=self.lam, cg_iters=self.cg_iters,
-                               noised_measurement=self.noised_measurement, snr=self.snr,
-                               corrector_steps=self.corrector_steps)
-
-    def run(self, operator: LinearOperator, y: torch.Tensor, prior, **kw) -> Posterior:
-        """`Sampler.run` on the operator's coil-wise form for dc="per-coil", on `operator` otherwise."""
-        return super().run(pc.chain_operator(operator, self.dc, self.name), y, prior, **kw)
-
-    def steps_for_nfe(self, nfe: int) -> int:
-        return pc.steps_for_nfe(nfe, self.corrector_steps, self.name)
+    run = pc.sampler_run
+    steps_for_nfe = pc.sampler_steps_for_nfe
 
     def sigmas(self, ctx: Context, n_steps: int) -> torch.Tensor:
         _, lo = noise_range(None, self.sigma_min, self.sigma_start, ctx.prior.info.sigma_min,
@@ -103,9 +84,5 @@ class CCDF(Sampler):
     def start(self, ctx: Context, sigma0: float) -> torch.Tensor:
         return self.init_image(ctx) + sigma0 * ctx.noise()
 
-    def step(self, ctx: Context, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
-        return pc.predictor_corrector_step(ctx, x, sigma, sigma_next, self.settings)
-
-    def finalize(self, ctx: Context, x: torch.Tensor) -> torch.Tensor:
-        """The image the operator's user sees (`LinearOperator.as_image`): rss magnitudes for coil images."""
-        return ctx.op.as_image(x)
+    step = pc.sampler_step
+    finalize = pc.sampler_finalize

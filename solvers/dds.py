@@ -40,14 +40,19 @@ import torch
 
 from . import dc as dcs
 from .loop import Context, Sampler, SolverError, ddim_step
-from .schedule import karras_sigmas, noise_range, with_final_zero
+from .schedule import karras_sigmas, sampler_noise_range, with_final_zero
 
 RENOISE = ("denoiser", "posterior")
 
 
 @dataclass
 class DDS(Sampler):
-    """DDIM + Tweedie + CG data consistency (proximal for noisy data)."""
+    """DDIM + Tweedie + CG data consistency (proximal for noisy data); see the module docstring.
+
+    Hyper-parameters: eta (DDIM re-noising), cg_iters, gamma (a fixed proximal weight; None = derived),
+    gamma_scale (of the derived weight), renoise ("denoiser" or "posterior"), sigma_max/sigma_min
+    (None = the prior's range). NFE = n_steps.
+    """
 
     name: ClassVar[str] = "dds"
     default_nfe: ClassVar[int] = 50
@@ -66,8 +71,7 @@ class DDS(Sampler):
         return nfe
 
     def sigmas(self, ctx: Context, n_steps: int) -> torch.Tensor:
-        info = ctx.prior.info
-        hi, lo = noise_range(self.sigma_max, self.sigma_min, info.sigma_max, info.sigma_min, self.name)
+        hi, lo = sampler_noise_range(self, ctx)
         return with_final_zero(karras_sigmas(hi, lo, n_steps))
 
     def gamma_at(self, ctx: Context, sigma: float) -> float | None:

@@ -30,7 +30,7 @@ from typing import ClassVar
 import torch
 
 from .loop import Context, Sampler, reverse_diffusion_step
-from .schedule import karras_sigmas, noise_range, with_final_zero
+from .schedule import karras_sigmas, sampler_noise_range, with_final_zero
 
 
 def vp_factor(sigma: float, sigma_next: float) -> float:
@@ -50,8 +50,7 @@ class DPS(Sampler):
     sigma_min: float | None = None
 
     def sigmas(self, ctx: Context, n_steps: int) -> torch.Tensor:
-        info = ctx.prior.info
-        hi, lo = noise_range(self.sigma_max, self.sigma_min, info.sigma_max, info.sigma_min, self.name)
+        hi, lo = sampler_noise_range(self, ctx)
         return with_final_zero(karras_sigmas(hi, lo, n_steps))
 
     def step(self, ctx: Context, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:

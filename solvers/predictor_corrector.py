@@ -24,14 +24,17 @@ noise levels: nearly the hard step), weak below it; each mode's form tends to it
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from operators.base import LinearOperator, OperatorCapabilityError
+from priors.base import Prior
 
 from . import dc as dcs
-from .loop import Context, SolverError, reverse_diffusion_step
+from .loop import Context, Sampler, SolverError, reverse_diffusion_step
+from .posterior import Posterior
 
 DC_MODES = ("auto", "exact", "gradient", "cg", "per-coil")
 
@@ -55,6 +58,28 @@ class StepSettings:
     noised_measurement: bool | None
     snr: float
     corrector_steps: int
+
+
+@dataclass
+class StepFields:
+    """The step's hyper-parameters as a sampler's fields, with their default values (see `StepSettings`).
+
+    A sampler lists it after `Sampler` among its bases (``class Projection(Sampler, StepFields)``), so its
+    fields come first and `Sampler`'s methods stay in force; the shared methods are bound by name (see
+    `sampler_run` and the functions below it).
+    """
+
+    snr: float = 0.32
+    corrector_steps: int = 1
+    dc: str = "auto"
+    lam: float = 1.0
+    cg_iters: int = 3
+    noised_measurement: bool | None = None
+
+    @property
+    def settings(self) -> StepSettings:
+        """This sampler's predictor-corrector hyper-parameters."""
+        return StepSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(StepSettings)})
 
 
 def check_dc(dc: str, method: str) -> None:
@@ -146,3 +171,26 @@ def predictor_corrector_step(ctx: Context, x: torch.Tensor, sigma: float, sigma_
         x, eps = langevin_corrector(ctx, x, sigma_next, settings.snr)
         x = consistency(ctx, x, sigma_next, eps, settings)
     return x
+
+
+# -- the methods a predictor-corrector sampler shares (`projection`, `ccdf`) -------------------------------------
+# Each takes the sampler (a `Sampler` with `StepFields`) as its first argument; the samplers bind them as methods
+# (``step = pc.sampler_step``), as `Sampler`'s own methods come before `StepFields`' in their method order.
+def sampler_run(sampler: Sampler, operator: LinearOperator, y: torch.Tensor, prior: Prior, **kw) -> Posterior:
+    """`Sampler.run` on the operator's coil-wise form for dc="per-coil", on `operator` otherwise."""
+    return Sampler.run(sampler, chain_operator(operator, sampler.dc, sampler.name), y, prior, **kw)
+
+
+def sampler_steps_for_nfe(sampler: Sampler, nfe: int) -> int:
+    """`steps_for_nfe` with the sampler's `corrector_steps`."""
+    return steps_for_nfe(nfe, sampler.corrector_steps, sampler.name)
+
+
+def sampler_step(sampler: Sampler, ctx: Context, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+    """`predictor_corrector_step` with the sampler's settings. x: [N, *domain] -> [N, *domain]."""
+    return predictor_corrector_step(ctx, x, sigma, sigma_next, sampler.settings)
+
+
+def sampler_finalize(sampler: Sampler, ctx: Context, x: torch.Tensor) -> torch.Tensor:
+    """The image the operator's user sees (`LinearOperator.as_image`): rss magnitudes for coil images."""
+    return ctx.op.as_image(x)

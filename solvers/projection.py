@@ -27,16 +27,13 @@ from typing import ClassVar
 
 import torch
 
-from operators.base import LinearOperator
-
 from . import predictor_corrector as pc
 from .loop import Context, Sampler
-from .posterior import Posterior
-from .schedule import geometric_sigmas, noise_range, with_final_zero
+from .schedule import geometric_sigmas, sampler_noise_range, with_final_zero
 
 
 @dataclass
-class Projection(Sampler):
+class Projection(Sampler, pc.StepFields):
     """Predictor-corrector sampling with a data-consistency step after every predictor and corrector step.
 
     Hyper-parameters: snr (Langevin signal-to-noise ratio), corrector_steps, dc (see module docstring),
@@ -47,37 +44,15 @@ class Projection(Sampler):
     name: ClassVar[str] = "projection"
     default_nfe: ClassVar[int] = 1000
 
-    snr: float = 0.32
-    corrector_steps: int = 1
-    dc: str = "auto"
-    lam: float = 1.0
-    cg_iters: int = 3
-    noised_measurement: bool | None = None
     sigma_max: float | None = None
     sigma_min: float | None = None
 
-    @property
-    def settings(self) -> pc.StepSettings:
-        """This sampler's predictor-corrector hyper-parameters."""
-        return pc.StepSettings(dc=self.dc, lam=self.lam, cg_iters=self.cg_iters,
-                               noised_measurement=self.noised_measurement, snr=self.snr,
-                               corrector_steps=self.corrector_steps)
-
-    def run(self, operator: LinearOperator, y: torch.Tensor, prior, **kw) -> Posterior:
-        """`Sampler.run` on the operator's coil-wise form for dc="per-coil", on `operator` otherwise."""
-        return super().run(pc.chain_operator(operator, self.dc, self.name), y, prior, **kw)
-
-    def steps_for_nfe(self, nfe: int) -> int:
-        return pc.steps_for_nfe(nfe, self.corrector_steps, self.name)
+    run = pc.sampler_run
+    steps_for_nfe = pc.sampler_steps_for_nfe
 
     def sigmas(self, ctx: Context, n_steps: int) -> torch.Tensor:
-        info = ctx.prior.info
-        hi, lo = noise_range(self.sigma_max, self.sigma_min, info.sigma_max, info.sigma_min, self.name)
+        hi, lo = sampler_noise_range(self, ctx)
         return with_final_zero(geometric_sigmas(hi, lo, n_steps))
 
-    def step(self, ctx: Context, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
-        return pc.predictor_corrector_step(ctx, x, sigma, sigma_next, self.settings)
-
-    def finalize(self, ctx: Context, x: torch.Tensor) -> torch.Tensor:
-        """The image the operator's user sees (`LinearOperator.as_image`): rss magnitudes for coil images."""
-        return ctx.op.as_image(x)
+    step = pc.sampler_step
+    finalize = pc.sampler_finalize

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .loop import SolverError
+from .loop import Context, Sampler, SolverError
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, n: int) -> torch.Tensor:
@@ -39,3 +39,9 @@ def noise_range(sigma_max: float | None, sigma_min: float | None, default_max: f
     if not 0 < lo < hi:
         raise SolverError(f"{method}: need 0 < sigma_min < sigma_max, got sigma_min={lo}, sigma_max={hi}")
     return hi, lo
+
+
+def sampler_noise_range(sampler: Sampler, ctx: Context) -> tuple[float, float]:
+    """`noise_range` of a sampler with the fields ``sigma_max`` and ``sigma_min``, defaulting to the prior's range."""
+    info = ctx.prior.info
+    return noise_range(sampler.sigma_max, sampler.sigma_min, info.sigma_max, info.sigma_min, sampler.name)

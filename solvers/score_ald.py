@@ -29,12 +29,17 @@ import torch
 
 from . import dc as dcs
 from .loop import Context, Sampler, SolverError
-from .schedule import geometric_sigmas, noise_range
+from .schedule import geometric_sigmas, sampler_noise_range
 
 
 @dataclass
 class ScoreALD(Sampler):
-    """Annealed Langevin dynamics with an annealed Gaussian likelihood."""
+    """Annealed Langevin dynamics with an annealed Gaussian likelihood (see the module docstring).
+
+    Hyper-parameters: steps_per_level (Langevin steps per noise level), step_scale (a_i / sigma_i^2),
+    gamma_scale (of the likelihood's annealing), sigma_max/sigma_min (None = the prior's range).
+    NFE = n_levels * steps_per_level.
+    """
 
     name: ClassVar[str] = "score_ald"
     default_nfe: ClassVar[int] = 600
@@ -51,15 +56,12 @@ class ScoreALD(Sampler):
         return nfe // self.steps_per_level
 
     def sigmas(self, ctx: Context, n_steps: int) -> torch.Tensor:
-        info = ctx.prior.info
-        lev = geometric_sigmas(*noise_range(self.sigma_max, self.sigma_min, info.sigma_max, info.sigma_min, self.name),
-                               n_steps)
+        lev = geometric_sigmas(*sampler_noise_range(self, ctx), n_steps)
         return torch.cat([lev, lev[-1:]])
 
     def likelihood_variance(self, ctx: Context, sigma: float) -> float:
         """Per-part variance of the annealed likelihood at level sigma (`dc.likelihood_variance`)."""
-        info = ctx.prior.info
-        _, lo = noise_range(self.sigma_max, self.sigma_min, info.sigma_max, info.sigma_min, self.name)
+        _, lo = sampler_noise_range(self, ctx)
         return dcs.likelihood_variance(sigma, lo, ctx.sigma_y, ctx.op_norm2, self.gamma_scale)
 
     def step(self, ctx: Context, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:

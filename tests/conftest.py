@@ -1,8 +1,10 @@
-"""Shared test helpers: where ../shared is, and small seeded inputs."""
+"""Shared test helpers: where ../shared is, small seeded inputs and hand-written HDF5 files."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -21,5 +23,33 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def write_h5(path: Path, **datasets: np.ndarray | dict[str, np.ndarray]) -> Path:
+    """Write an HDF5 file holding exactly `datasets` (name -> array; a dict value is a group of datasets),
+    making its folder; the files the readers must refuse are written this way. Returns `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        for name, data in datasets.items():
+            if isinstance(data, dict):
+                group = f.create_group(name)
+                for member, values in data.items():
+                    group.create_dataset(member, data=values)
+            else:
+                f.create_dataset(name, data=data)
+    return path
+
+
 def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def write_bad_fastmri(path: Path, case: str) -> Path:
+    """Write at `path` a file the fastMRI reader refuses and return `path`. `case`: missing (nothing written),
+    not_hdf5 (a text file), no_kspace (only an ``image`` [2, 4, 4]), rank (2D complex k-space [4, 4]) or real
+    (real k-space [1, 2, 4, 4])."""
+    if case == "not_hdf5":
+        path.write_text("not hdf5")
+    elif case != "missing":
+        write_h5(path, **{"no_kspace": dict(image=np.zeros((2, 4, 4))),
+                          "rank": dict(kspace=np.zeros((4, 4), np.complex64)),
+                          "real": dict(kspace=np.zeros((1, 2, 4, 4), np.float32))}[case])
+    return path

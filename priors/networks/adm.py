@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ncsnpp import UnsupportedConfigError
+from .ncsnpp import UnsupportedConfigError, check_image_batch
 
 # DDS / guided-diffusion ``create_model`` default channel multipliers by image size.
 _DEFAULT_CHANNEL_MULT: dict[int, tuple[float, ...]] = {
@@ -348,12 +348,4 @@ class ADMUNet(nn.Module):
         return self.out(h.to(x.dtype))
 
     def _check_input(self, x: torch.Tensor, t: torch.Tensor) -> None:
-        cfg = self.config
-        if x.dim() != 4 or x.shape[1] != cfg.in_channels:
-            raise ValueError(f"ADMUNet expects x of shape [B, {cfg.in_channels}, H, W], got {tuple(x.shape)}")
-        if t.shape != (x.shape[0],):
-            raise ValueError(f"ADMUNet expects timesteps of shape [{x.shape[0]}], got {tuple(t.shape)}")
-        factor = 2 ** (len(cfg.channel_mult) - 1)
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"ADMUNet with {len(cfg.channel_mult)} levels needs H and W divisible by {factor}, "
-                             f"got {tuple(x.shape[-2:])}; pad or crop the image first")
+        check_image_batch("ADMUNet", x, t, "timesteps", self.config.in_channels, len(self.config.channel_mult))

@@ -25,7 +25,11 @@ class UnetInputError(ValueError):
 
 @dataclass(frozen=True)
 class UnetConfig:
-    """Constructor arguments of `Unet` (defaults: the fastMRI leaderboard U-Net)."""
+    """Constructor arguments of `Unet` (defaults: the fastMRI leaderboard U-Net).
+
+    in_chans/out_chans: image channels in and out; chans: channels of the first level, doubled at each of the
+    num_pool_layers poolings; drop_prob: Dropout2d probability.
+    """
 
     in_chans: int = 1
     out_chans: int = 1

@@ -31,6 +31,20 @@ class UnsupportedConfigError(ValueError):
     """A network configuration asks for a variant this implementation does not provide."""
 
 
+def check_image_batch(net: str, x: torch.Tensor, cond: torch.Tensor, cond_name: str, channels: int,
+                      levels: int) -> None:
+    """Raise `ValueError` unless x is [B, channels, H, W] with H and W divisible by ``2**(levels - 1)`` and the
+    per-image conditioning `cond` (noise level or timestep, named `cond_name` in the message) is [B]."""
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"{net} expects x of shape [B, {channels}, H, W], got {tuple(x.shape)}")
+    if cond.shape != (x.shape[0],):
+        raise ValueError(f"{net} expects {cond_name} of shape [{x.shape[0]}], got {tuple(cond.shape)}")
+    factor = 2 ** (levels - 1)
+    if x.shape[-2] % factor or x.shape[-1] % factor:
+        raise ValueError(f"{net} with {levels} levels needs H and W divisible by {factor}, "
+                         f"got {tuple(x.shape[-2:])}; pad or crop the image first")
+
+
 # ---------------------------------------------------------------------------
 # configuration
 # ---------------------------------------------------------------------------
@@ -422,15 +436,7 @@ class NCSNpp(nn.Module):
         return h
 
     def _check_input(self, x: torch.Tensor, sigma: torch.Tensor) -> None:
-        cfg = self.config
-        if x.dim() != 4 or x.shape[1] != cfg.num_channels:
-            raise ValueError(f"NCSNpp expects x of shape [B, {cfg.num_channels}, H, W], got {tuple(x.shape)}")
-        if sigma.shape != (x.shape[0],):
-            raise ValueError(f"NCSNpp expects sigma of shape [{x.shape[0]}], got {tuple(sigma.shape)}")
-        factor = 2 ** (cfg.num_levels - 1)
-        if x.shape[-2] % factor or x.shape[-1] % factor:
-            raise ValueError(f"NCSNpp with {cfg.num_levels} levels needs H and W divisible by {factor}, "
-                             f"got {tuple(x.shape[-2:])}; pad or crop the image first")
+        check_image_batch("NCSNpp", x, sigma, "sigma", self.config.num_channels, self.config.num_levels)
 
 
 class SplitChannels(nn.Module):

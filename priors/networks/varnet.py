@@ -29,7 +29,12 @@ from .fastmri_unet import Unet
 
 @dataclass(frozen=True)
 class VarNetConfig:
-    """Constructor arguments of `VarNet` (defaults: the fastMRI leaderboard VarNet)."""
+    """Constructor arguments of `VarNet` (defaults: the fastMRI leaderboard VarNet).
+
+    num_cascades: unrolled cascades; sens_chans/sens_pools: the sensitivity model's U-Net (first-level channels,
+    pooling layers); chans/pools: each cascade's U-Net; mask_center: the sensitivity model sees only the
+    low-frequency centre of k-space.
+    """
 
     num_cascades: int = 12
     sens_chans: int = 8

@@ -11,6 +11,7 @@ import math
 import signal
 import sys
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 
@@ -21,6 +22,8 @@ from recon.pipeline.run import detect_modality, report_error
 from recon.methods import POSTERIOR_METHODS, MethodError, MethodSettings, check_methods
 from recon.problems.ct import CTSpec
 from recon.problems.mri import MaskSpec
+
+_T = TypeVar("_T")  # what an `auto`-or-value flag converts to
 
 DEFAULT_PRIOR = {"mri": "brain-mri-complex", "ct": "head-ct"}
 DEFAULT_UNET = {"mri": "unet-brain-mri", "ct": "unet-head-ct"}
@@ -82,28 +85,29 @@ def parse_slices(text: str | None) -> tuple[int | None, int | None] | None:
         raise UsageError(f"--slices must look like A:B, got '{text}'") from None
 
 
-def parse_maps(text: str) -> int | None:
-    """``auto`` -> None, else a positive integer."""
+def _auto_or(text: str, flag: str, convert: Callable[[str], _T], expected: str) -> _T | None:
+    """``auto`` (any case, spaces around) -> None, else ``convert(text)``; a value it cannot convert is a
+    `UsageError` saying that `flag` must be auto or `expected`."""
     if str(text).strip().lower() == "auto":
         return None
     try:
-        n = int(text)
+        return convert(text)
     except ValueError:
-        raise UsageError(f"--maps must be auto or a positive integer, got '{text}'") from None
-    if n < 1:
+        raise UsageError(f"{flag} must be auto or {expected}, got '{text}'") from None
+
+
+def parse_maps(text: str) -> int | None:
+    """``auto`` -> None, else a positive integer."""
+    n = _auto_or(text, "--maps", int, "a positive integer")
+    if n is not None and n < 1:
         raise UsageError(f"--maps must be auto or a positive integer, got {n}")
     return n
 
 
 def parse_noise_std(text: str) -> float | None:
     """``auto`` -> None, else a finite number >= 0."""
-    if str(text).strip().lower() == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise UsageError(f"--noise-std must be auto or a number >= 0, got '{text}'") from None
-    if not math.isfinite(value) or value < 0:
+    value = _auto_or(text, "--noise-std", float, "a number >= 0")
+    if value is not None and (not math.isfinite(value) or value < 0):
         raise UsageError(f"--noise-std must be auto or a finite number >= 0, got {text}")
     return value
 

@@ -1,12 +1,8 @@
 """Image pools for training priors: whole images from BrainWeb, Colin27, head CT or fastMRI-layout files.
 
-Sources (names as in ``recon train-prior --data``):
-    brainweb      BrainWeb train subjects, T1w/T2w/PDw, simulated complex (`recon.data.brainweb`)
-    colin27       Colin27 axial/coronal/sagittal slices, magnitude (random smooth phase added)
-    ct            head-CT train slices 0..71, real, ``(HU + 1000) / 1000`` (`recon.data.ct_slices`)
-    fastmri:DIR   every ``*.h5`` under DIR in the fastMRI layout; targets ``reconstruction_rss``
-                  (or ``reconstruction_esc``), else the RSS of the k-space; random smooth phase added
-    fastmri-espirit:DIR   the same files, ESPIRiT-combined complex images (multi-coil only)
+Sources are the names of ``recon train-prior --data``, described in `recon.commands.train_prior`:
+brainweb (`brainweb_pool`), colin27 (`colin27_pool`), ct (`recon.data.ct_slices`), fastmri:DIR and
+fastmri-espirit:DIR (`fastmri_pool`); `build_pool` assembles them into one pool.
 
 An `ImagePool` draws augmented random patches (`sample_patches`); it is the patch source that
 `priors.training.run_train_prior` expects.

@@ -42,6 +42,15 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max())
 
 
+def _with_reference_weights(net: torch.nn.Module, d: dict, keys_file: str | None = None) -> torch.nn.Module:
+    """`net` with the tiny reference `d`'s ``state_dict`` loaded strictly, in eval mode. With `keys_file`,
+    its keys, shapes, dtypes and order must first equal that file's ``state_dict`` list."""
+    if keys_file is not None:
+        assert _key_list(net) == json.loads((FIX / keys_file).read_text())["state_dict"]
+    net.load_state_dict(d["state_dict"], strict=True)
+    return net.eval()
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     n = torch.get_num_threads()
@@ -107,10 +116,7 @@ def test_named_config_is_recovered_from_checkpoint_shapes():
 @needs_fixtures
 def test_ncsnpp_tiny_reference_output_is_reproduced():
     d = _fixture("ncsnpp_tiny.pt")
-    net = build_network("ncsnpp", d["config"])
-    assert _key_list(net) == json.loads((FIX / "ncsnpp_tiny.keys.json").read_text())["state_dict"]
-    net.load_state_dict(d["state_dict"], strict=True)
-    net.eval()
+    net = _with_reference_weights(build_network("ncsnpp", d["config"]), d, "ncsnpp_tiny.keys.json")
     with torch.no_grad():
         assert _max_abs(net.noise_embedding(d["labels"]), d["temb"]) < F32_ABS
         out = net(d["x"], d["labels"])
@@ -122,10 +128,7 @@ def test_ncsnpp_tiny_reference_output_is_reproduced():
 @needs_fixtures
 def test_adm_tiny_reference_output_is_reproduced_for_float_and_integer_steps():
     d = _fixture("adm_tiny.pt")
-    net = build_network("adm", d["config"])
-    assert _key_list(net) == json.loads((FIX / "adm_tiny.keys.json").read_text())["state_dict"]
-    net.load_state_dict(d["state_dict"], strict=True)
-    net.eval()
+    net = _with_reference_weights(build_network("adm", d["config"]), d, "adm_tiny.keys.json")
     with torch.no_grad():
         assert _max_abs(net(d["x"], d["t"]), d["out"]) < F32_ABS
         assert _max_abs(net(d["x"], d["t"].long()), d["out"]) < F32_ABS
@@ -136,9 +139,7 @@ def test_adm_tiny_reference_output_is_reproduced_for_float_and_integer_steps():
 @needs_fixtures
 def test_fastmri_unet_tiny_reference_output_is_reproduced_including_odd_sizes():
     d = _fixture("fastmri_unet_tiny.pt")
-    net = Unet(**d["config"])
-    net.load_state_dict(d["state_dict"], strict=True)
-    net.eval()
+    net = _with_reference_weights(Unet(**d["config"]), d)
     with torch.no_grad():
         assert _max_abs(net(d["x"]), d["out"]) < F32_ABS
         assert _max_abs(net(d["x_odd"]), d["out_odd"]) < F32_ABS  # 30x27: reflect pad after transpose conv
@@ -150,9 +151,7 @@ def test_fastmri_unet_tiny_reference_output_is_reproduced_including_odd_sizes():
 @needs_fixtures
 def test_fastmri_varnet_tiny_reference_output_and_sensitivities_are_reproduced():
     d = _fixture("fastmri_varnet_tiny.pt")
-    net = build_network("varnet", d["config"])
-    net.load_state_dict(d["state_dict"], strict=True)
-    net.eval()
+    net = _with_reference_weights(build_network("varnet", d["config"]), d)
     k, mask, nlf = d["masked_kspace"], d["mask"], d["num_low_frequencies"]
     with torch.no_grad():
         assert _max_abs(net(k, mask, nlf), d["out"]) < F32_ABS

@@ -141,6 +141,22 @@ def tiny_prior_file(tmp_path) -> Path:
     return path
 
 
+@pytest.fixture()
+def tiny_prior_and_input(tiny_prior_file):
+    """(the tiny prior with seeded random weights added, a seeded real input float32 [3, 16, 16]).
+
+    The untrained net's last layer is zero (output = the skip connection); the added weights make the
+    network part of the output non-trivial."""
+    from priors.registry import load_file
+
+    prior = load_file(tiny_prior_file)
+    g = torch.Generator().manual_seed(7)
+    with torch.no_grad():
+        for w in prior.net.parameters():
+            w.add_(0.1 * torch.randn(w.shape, generator=g))
+    return prior, torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
+
+
 def test_unknown_prior_name_lists_the_bundled_ones():
     from priors.registry import UnknownPriorError, available, load
 
@@ -268,17 +284,11 @@ def test_bf16_denoising_stays_within_0_05_db_of_float32_where_it_is_used(name):
         assert abs(psnr(low) - psnr(ref)) <= 0.05, f"{name} at sigma {sigma}"
 
 
-def test_below_the_bf16_threshold_the_network_runs_in_float32(tiny_prior_file):
+def test_below_the_bf16_threshold_the_network_runs_in_float32(tiny_prior_and_input):
     from priors.base import FULL_BATCH_FP32, InferencePolicy
-    from priors.registry import load_file
 
-    prior = load_file(tiny_prior_file)
+    prior, x = tiny_prior_and_input
     prior.bf16_min_sigma = 0.5
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():  # the untrained net's last layer is zero (output = skip): give it weights
-        for w in prior.net.parameters():
-            w.add_(0.1 * torch.randn(w.shape, generator=g))
-    x = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         prior.inference = InferencePolicy(chunk=1, bf16=True)
         low_noise, high_noise = prior.denoise(x, 0.1), prior.denoise(x, 1.0)
@@ -308,17 +318,11 @@ def test_cpu_default_is_one_image_per_call_with_bf16_allowed_and_cuda_full_batch
     assert math.isinf(GaussianPrior(torch.zeros(4, 4), torch.ones(4, 4), basis="pixel").bf16_min_sigma)
 
 
-def test_channels_last_gives_the_same_denoiser_output_as_the_default_memory_format(tiny_prior_file):
+def test_channels_last_gives_the_same_denoiser_output_as_the_default_memory_format(tiny_prior_and_input):
     """Memory format is layout only: float32 output equal up to rounding, weights converted in place."""
     from priors.base import InferencePolicy
-    from priors.registry import load_file
 
-    prior = load_file(tiny_prior_file)
-    g = torch.Generator().manual_seed(7)
-    with torch.no_grad():  # the untrained net's last layer is zero (output = skip): give it weights
-        for w in prior.net.parameters():
-            w.add_(0.1 * torch.randn(w.shape, generator=g))
-    x = torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    prior, x = tiny_prior_and_input
     with torch.no_grad():
         prior.inference = InferencePolicy(chunk=1, bf16=False, channels_last=False)
         ref = prior.denoise(x, 0.3)

@@ -1,9 +1,9 @@
-"""Posterior samplers against closed-form Gaussian posteriors, plus accounting, determinism and bad input.
+"""Posterior samplers against a closed-form Gaussian posterior, plus accounting, determinism and bad input.
 
-Case A (noiseless): a complex 16x16 Gaussian prior diagonal in the Fourier domain and single-coil
+The noiseless case: a complex 16x16 Gaussian prior diagonal in the Fourier domain and single-coil
 masked Fourier measurements. The posterior is known per frequency: measured coefficients equal y,
-unmeasured ones keep the prior. Case B (noisy): the same prior, 4 smooth coils, a random 2D mask
-and complex noise (sigma_y = 0.1); the posterior is computed with dense linear algebra.
+unmeasured ones keep the prior. The noisy case (the same prior, 4 smooth coils, a random 2D mask and
+complex noise, sigma_y = 0.1) is in tests/solvers/test_solvers_noise.py.
 Errors are in units of the analytic posterior std; with N = 256 samples the Monte Carlo error of
 the mean is about 1/16 of that, the rest is each method's own approximation.
 """
@@ -18,7 +18,7 @@ import solvers
 from operators import LinearOperator, MultiCoilMRI, SingleCoilMRI, fft2c, ifft2c
 from priors.base import GaussianPrior, PriorInfo, PriorMismatchError
 from solvers import SolverError
-from tests.solvers.test_solvers_noise import SIGMA_Y, noisy_gaussian_case, spectrum
+from tests.solvers.test_solvers_noise import assert_near_posterior, spectrum
 from tests.conftest import TEST_DATA
 
 N_PIX = 16
@@ -38,21 +38,6 @@ def noiseless_case():
     return op, op(x0), prior, mean, std
 
 
-@pytest.fixture(scope="module")
-def noisy_case():
-    """The noisy multi-coil closed-form case of tests/solvers/test_solvers_noise.py (sigma_y = 0.1)."""
-    op, y, prior, mean, std, _ = noisy_gaussian_case(SIGMA_Y)
-    return op, y, prior, SIGMA_Y, mean, std
-
-
-def _errors(samples: torch.Tensor, mean: torch.Tensor, std) -> tuple[float, float]:
-    s = samples.to(torch.complex128)
-    std_t = torch.as_tensor(std, dtype=torch.float64)
-    mean_err = float((s.mean(0) - mean).abs().pow(2).mean().sqrt() / std_t.pow(2).mean().sqrt())
-    sample_std = 0.5 * (s.real.std(0) + s.imag.std(0))
-    return mean_err, float(sample_std.mean() / std_t.mean())
-
-
 # method, hparams, max mean error (posterior-std units), allowed std ratio range. Measured values in comments.
 NOISELESS = [
     # exact projection + Langevin corrector: an exact sampler as steps -> inf (measured 0.09, 1.00)
@@ -66,33 +51,16 @@ NOISELESS = [
     # right, the std is about 0.3 of the posterior's (measured 0.03, 0.30)
     ("ccdf", dict(nfe=20), 0.1, (0.2, 0.4)),
 ]
-NOISY = [
-    # Langevin with finite steps inflates the variance; sigma_L = 0.05 leaves that much noise in the samples
-    # (measured 0.21, 1.07). Every method on this case: tests/solvers/test_solvers_noise.py
-    ("score_ald", dict(nfe=600, sigma_min=0.05, step_scale=0.3), 0.5, (1.0, 1.25)),
-]
 
 
 @pytest.mark.parametrize("method,hp,max_err,std_range", NOISELESS)
 def test_noiseless_gaussian_posterior(noiseless_case, method, hp, max_err, std_range):
     op, y, prior, mean, std = noiseless_case
     post = solvers.sample(method, op, y, prior, n_samples=N_SAMPLES, seed=0, progress=False, scale=1.0, **hp)
-    err, ratio = _errors(post.samples, mean, std)
-    assert err < max_err
-    assert std_range[0] <= ratio <= std_range[1]
+    assert_near_posterior(post.samples, mean, std, max_err, std_range)
     # measured k-space is reproduced (noiseless data): relative misfit
     misfit = (op(post.samples) - y).norm() / (y.norm() * math.sqrt(N_SAMPLES))
     assert float(misfit) < 0.02
-
-
-@pytest.mark.parametrize("method,hp,max_err,std_range", NOISY)
-def test_noisy_gaussian_posterior(noisy_case, method, hp, max_err, std_range):
-    op, y, prior, sigma_y, mean, std = noisy_case
-    post = solvers.sample(method, op, y, prior, n_samples=N_SAMPLES, seed=0, progress=False, scale=1.0,
-                          sigma_y=sigma_y, **hp)
-    err, ratio = _errors(post.samples, mean, std)
-    assert err < max_err
-    assert std_range[0] <= ratio <= std_range[1]
 
 
 class _CountingPrior(GaussianPrior):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recon.data.io import FastMRIFormatError, center_crop, load_fastmri, parse_header, rss_target, write_fastmri
-from tests.conftest import FASTMRI_REAL, needs_shared
+from tests.conftest import FASTMRI_REAL, needs_shared, write_bad_fastmri, write_h5
 
 
 @needs_shared
@@ -58,13 +58,6 @@ def test_center_crop_caps_at_input_size():
     assert center_crop(x, (2, 3)).tolist() == [[11, 12, 13], [16, 17, 18]]
 
 
-def _write(path, **datasets):
-    with h5py.File(path, "w") as f:
-        for name, data in datasets.items():
-            f.create_dataset(name, data=data)
-    return path
-
-
 @pytest.mark.parametrize("case,match", [
     ("missing", "no such file"),
     ("not_hdf5", "not an HDF5 file"),
@@ -73,15 +66,7 @@ def _write(path, **datasets):
     ("real", "expected complex"),
 ])
 def test_bad_files_name_file_and_problem(tmp_path, case, match):
-    p = tmp_path / f"{case}.h5"
-    if case == "not_hdf5":
-        p.write_text("hello")
-    elif case == "no_kspace":
-        _write(p, image=np.zeros((2, 4, 4)))
-    elif case == "rank":
-        _write(p, kspace=np.zeros((4, 4), np.complex64))
-    elif case == "real":
-        _write(p, kspace=np.zeros((1, 2, 4, 4), np.float32))
+    p = write_bad_fastmri(tmp_path / f"{case}.h5", case)
     with pytest.raises(FastMRIFormatError, match=match) as err:
         load_fastmri(p)
     assert str(p) in str(err.value)
@@ -90,7 +75,7 @@ def test_bad_files_name_file_and_problem(tmp_path, case, match):
 def test_nan_kspace_is_reported_on_read_and_never_written(tmp_path):
     k = np.ones((2, 2, 8, 8), np.complex64)
     k[1, 0, 3, 3] = np.nan
-    p = _write(tmp_path / "nan.h5", kspace=k)
+    p = write_h5(tmp_path / "nan.h5", kspace=k)
     with load_fastmri(p) as v:
         v.kspace[0]
         with pytest.raises(FastMRIFormatError, match="NaN or Inf"):

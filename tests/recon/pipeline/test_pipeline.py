@@ -24,7 +24,7 @@ from recon.pipeline.run import reconstruct_file
 from recon.pipeline.volume import ReconstructConfig
 from recon.problems.mri import MaskSpec
 from recon.data.simulate import simulate_multicoil
-from tests.conftest import FASTMRI_REAL, TEST_DATA, needs_shared
+from tests.conftest import FASTMRI_REAL, TEST_DATA, needs_shared, write_bad_fastmri, write_h5
 
 N = 64
 
@@ -137,17 +137,13 @@ def test_torchrun_two_ranks_shard_files_and_rerun_skips(tmp_path):
 ])
 def test_bad_inputs_one_line_nonzero_exit_nothing_written(tmp_path, capsys, mri_file, case, message):
     bad = tmp_path / f"{case}.h5"
-    if case == "not_hdf5":
-        bad.write_text("not hdf5")
-    elif case == "no_kspace":
-        with h5py.File(bad, "w") as f:
-            f.create_dataset("image", data=np.zeros((2, 4, 4)))
-    elif case == "nan":
+    if case == "nan":
         with h5py.File(mri_file) as f:
             k = f["kspace"][()]
         k[:, 0, 3, 3] = np.nan  # every slice: nothing to write (one bad slice alone is test_reliability's case)
-        with h5py.File(bad, "w") as f:
-            f.create_dataset("kspace", data=k)
+        write_h5(bad, kspace=k)
+    else:
+        write_bad_fastmri(bad, case)
     out = tmp_path / "out"
     rc = cli(["reconstruct", str(bad), str(mri_file), "--out", str(out), "--solver", "zero-filled", "--quiet",
               "--accel", "3", "--center-fraction", "0.2"])

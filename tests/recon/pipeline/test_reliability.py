@@ -25,7 +25,7 @@ from recon.cli import main as cli
 from recon.data.io import write_fastmri
 from recon.pipeline.outdir import OutputLock
 from recon.data.simulate import simulate_multicoil
-from tests.conftest import ROOT
+from tests.conftest import ROOT, write_h5
 
 N = 48
 FAST = ["--solver", "zero-filled", "--quiet", "--accel", "3", "--center-fraction", "0.25"]
@@ -209,20 +209,15 @@ def test_two_concurrent_runs_write_each_output_once_with_exports(tmp_path):
 
 # --------------------------------------------------------------------------- one bad file, the batch goes on
 def _malformed(path: Path, case: str) -> Path:
+    """A file `reconstruct` must refuse; `case` names what is wrong with it."""
     k = _kspace(2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as f:
-        if case == "short_target":
-            f.create_dataset("kspace", data=k)
-            f.create_dataset("reconstruction_rss", data=np.ones((1, N, N), np.float32))
-        elif case == "kspace_group":
-            f.create_group("kspace").create_dataset("x", data=k)
-        elif case == "strings":
-            f.create_dataset("kspace", data=np.full((2, 4, 8, 8), b"ab"))
-        elif case == "complex_target":
-            f.create_dataset("kspace", data=k)
-            f.create_dataset("reconstruction_rss", data=np.ones((2, N, N), np.complex64))
-    return path
+    datasets = {
+        "short_target": dict(kspace=k, reconstruction_rss=np.ones((1, N, N), np.float32)),
+        "kspace_group": dict(kspace={"x": k}),
+        "strings": dict(kspace=np.full((2, 4, 8, 8), b"ab")),
+        "complex_target": dict(kspace=k, reconstruction_rss=np.ones((2, N, N), np.complex64)),
+    }[case]
+    return write_h5(path, **datasets)
 
 
 @pytest.mark.parametrize("case,message", [
