@@ -159,7 +159,7 @@ def ct_pairs(split: str, photons: Sequence[float | None], seed: int, root: Path 
 
     Returns float32 ``[len(photons) * S, 256, 256]`` each (photon-major order).
     """
-    from recon.baselines.ct import fbp
+    from recon.baselines.ct_analytic import fbp
     from recon.data.ct_slices import ct_slices, hu_to_prior
     from recon.data.simulate.ct import MU_WATER_PER_MM, ct_sinogram
 

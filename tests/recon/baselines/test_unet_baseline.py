@@ -208,7 +208,7 @@ def test_bundled_ct_unet_beats_fbp_on_test_slices():
     unit = MU_WATER_PER_MM * CT_PIXEL_MM
     y = ct_sinogram(hu, op, 1e6, pixel_size_mm=CT_PIXEL_MM, generator=torch.Generator().manual_seed(0))
     target = torch.from_numpy(hu_to_prior(hu.numpy()))
-    from recon.baselines.ct import fbp
+    from recon.baselines.ct_analytic import fbp
 
     base = psnr(target, fbp(y, op) / unit)
     out = unet_ct(y, op, load_unet("unet-head-ct"), unit=unit).mean / unit
