@@ -4,8 +4,10 @@ report coverage and width on test data before and after calibration.
     python -m benchmarks.calibrate_intervals --data benchmarks/data/fastmri_like --work /tmp/intervals \
         --val-subjects 49 50 --test-subjects 51 52 53 54 --slices 12 --accels 4 8 --methods dds
 
-1. writes fastMRI-like files (`recon.data.simulate.fastmri_like`) for the validation and test subjects (cached);
-2. runs `recon reconstruct` on them with default flags (random mask at each acceleration);
+1. writes fastMRI-like files (`recon.data.simulate.fastmri_like`) for the validation and test subjects (cached),
+   then one file per slice, so that a run stopped part-way (a session's end) resumes at the next slice;
+2. runs `recon reconstruct` on them with default flags (random mask at each acceleration); it skips the
+   slices already done, so the command can be rerun until every slice is reconstructed;
 3. fits lambda per method and acceleration band on the validation outputs (`recon.intervals.fit_entry`,
    conformal risk control, alpha = 0.05) and writes `priors/weights/PRIOR.calibration.json`;
 4. on the test outputs: coverage of the object pixels and mean width with the Gaussian rule (1.96 std)
@@ -23,6 +25,26 @@ import numpy as np
 from recon import intervals as iv
 from benchmarks.common import write_report
 from benchmarks.user_path import make_files, reconstruct
+
+
+def split_slices(files: list[Path], folder: Path) -> list[Path]:
+    """One fastMRI file per slice of each file (written once; attributes and header kept, `max` per slice)."""
+    from recon.data.io import write_fastmri
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for src in files:
+        with h5py.File(src) as f:
+            n = f["kspace"].shape[0]
+            attrs = {k: v for k, v in f.attrs.items() if k not in ("max", "norm")}
+            recon_size = f["reconstruction_rss"].shape[-2:]
+            for k in range(n):
+                p = folder / f"{src.stem}_s{k:02d}.h5"
+                if not p.exists():
+                    write_fastmri(p, f["kspace"][k:k + 1], target=f["reconstruction_rss"][k:k + 1],
+                                  recon_size=recon_size, attrs=attrs)
+                out.append(p)
+    return out
 
 
 def reconstruct_dds(files: list[Path], out: Path, methods: list[str], accel: float, prior: str | None,
@@ -75,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="2 samples, 5 NFE, no table written: checks the plumbing")
     a = ap.parse_args(argv)
 
-    val = make_files(a.data / "val", a.val_subjects, a.slices)
-    test = make_files(a.data / "test", a.test_subjects, a.test_slices)
+    val = split_slices(make_files(a.data / "val", a.val_subjects, a.slices), a.data / "val-slices")
+    test = split_slices(make_files(a.data / "test", a.test_subjects, a.test_slices), a.data / "test-slices")
     table = iv.CalibrationTable(a.prior, notes="fitted by benchmarks/calibrate_intervals.py on fastMRI-like "
                                                "BrainWeb validation files, recon reconstruct defaults")
     rows = []
