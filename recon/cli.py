@@ -12,6 +12,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("recon.commands.evaluate", "fastMRI metrics of a predictions directory against target files"),
     "demo": ("recon.commands.demo", "reconstruct the bundled sample (the embedded default)"),
     "benchmark": ("recon.commands.benchmark", "solvers vs baselines across masks, accelerations and NFE: REPORT.md"),
+    "simulate": ("recon.commands.simulate", "write simulated fastMRI files from BrainWeb (fastMRI-like, the demo sample)"),
     "priors": ("recon.commands.priors", "list the bundled priors and U-Net baselines"),
     "train-prior": ("recon.commands.train_prior", "train a score prior (EDM denoising score matching)"),
     "train-unet": ("recon.commands.train_unet", "train a U-Net baseline (MRI: fastMRI-compatible; CT: FBP input)"),

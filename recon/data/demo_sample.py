@@ -3,11 +3,10 @@
 The sample is simulated by the project's own code from a held-out BrainWeb *test* subject (51):
 T1-weighted complex slices (`recon.data.brainweb`), 8 birdcage coils and complex noise
 (`recon.data.simulate.simulate_multicoil`), fully sampled, written with `recon.data.io.write_fastmri`.
-Regenerate it with ``python -m recon.data.demo_sample --make-sample`` (needs ../shared/data).
+Regenerate it with ``recon simulate demo-sample`` (needs ../shared/data).
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -35,12 +34,3 @@ def make_demo_sample(path: Path = SAMPLE, n_slices: int = 3, n_coils: int = 8, s
 def _pad_to(shape, target) -> tuple[int, int, int, int]:
     dh, dw = max(target[0] - shape[0], 0), max(target[1] - shape[1], 0)
     return (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2)
-
-
-if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description="(re)generate the bundled demo sample")
-    ap.add_argument("--make-sample", action="store_true")
-    a = ap.parse_args()
-    if a.make_sample:
-        p = make_demo_sample()
-        print(p, p.stat().st_size, "bytes")

@@ -7,14 +7,13 @@ unequal coil noise levels and neighbour correlation), a `reconstruction_rss` tar
 (RSS of the noisy fully sampled coil images, cropped: fastMRI's convention), and the header of a
 fastMRI file. Images are 1 mm BrainWeb slices (217 x 181) in a 224 x 192 mm recon field of view.
 
-    python -m recon.data.simulate.fastmri_like --out DATA_DIR --subjects 51 52 53 54        # test files
-    python -m recon.data.simulate.fastmri_like --out DATA_DIR --subjects 49 50              # validation files
+    recon simulate fastmri-like --out DATA_DIR --subjects 51 52 53 54        # test files
+    recon simulate fastmri-like --out DATA_DIR --subjects 49 50              # validation files
 
 The files are generated on demand from ../shared/data (never shipped: they derive from BrainWeb).
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,23 +110,3 @@ def write_volume(path: Path, subject: int, spec: FastMRILikeSpec, root: Path | s
              "source": f"BrainWeb subject {subject}, simulated by diffrecon (recon.data.simulate.fastmri_like)",
              "simulation": json.dumps(asdict(spec)), "true_noise_std": v["noise_std"]}
     return write_fastmri(path, v["kspace"], target=v["target"], recon_size=RECON_SHAPE, attrs=attrs)
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="write fastMRI-like files from BrainWeb subjects")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--subjects", type=int, nargs="+", required=True)
-    ap.add_argument("--contrast", default="T1w")
-    ap.add_argument("--slices", type=int, default=FastMRILikeSpec.n_slices)
-    ap.add_argument("--coils", type=int, default=FastMRILikeSpec.n_coils)
-    ap.add_argument("--noise-rel", type=float, default=FastMRILikeSpec.noise_rel)
-    a = ap.parse_args(argv)
-    for s in a.subjects:
-        spec = FastMRILikeSpec(a.contrast, a.slices, a.coils, noise_rel=a.noise_rel)
-        p = write_volume(a.out / f"brainweb{s:02d}_{a.contrast.lower()}.h5", s, spec)
-        print(p, f"{p.stat().st_size / 2**20:.1f} MiB")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
