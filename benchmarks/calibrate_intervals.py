@@ -82,6 +82,27 @@ def patch_spearman(width: np.ndarray, err: np.ndarray, ref: np.ndarray, size: in
     return float(spearmanr(w, e).statistic)
 
 
+def save(table: iv.CalibrationTable, rows: list[dict], a: argparse.Namespace) -> None:
+    """Write the table next to the prior and the markdown report (after every band, so a stopped run keeps them)."""
+    from priors.registry import WEIGHTS_DIR
+    table.save(WEIGHTS_DIR / f"{a.prior}.calibration.json")
+    lines = ["# Calibrated 95% intervals (fastMRI-like BrainWeb, `recon reconstruct` defaults)", "",
+             f"Command: `python -m benchmarks.calibrate_intervals --work WORK --slices {a.slices} --test-slices "
+             f"{a.test_slices} --accels {' '.join(f'{x:g}' for x in a.accels)} --methods {' '.join(a.methods)}`", "",
+             "Coverage = fraction of object pixels (reference >= 10% of the slice max) inside the interval; width "
+             "in % of the reference max; Spearman of width vs |error| over 8x8 object patches.", "",
+             "| method | R | val slices | lambda (CRC) | lambda (RCPS) | val coverage | test coverage, 1.96 std | "
+             "test coverage, calibrated | width 1.96 std | width calibrated | Spearman | test slices |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['accel']:g} | {r['n_val']} | {r['lambda']:.2f} | "
+                     f"{'infeasible' if r['rcps_lambda'] is None else format(r['rcps_lambda'], '.2f')} | "
+                     f"{r['val_cov']:.3f} | {r['test_cov_gauss']:.3f} | {r['test_cov']:.3f} | "
+                     f"{100 * r['width_gauss'] / r['ref_max']:.2f}% | {100 * r['width'] / r['ref_max']:.2f}% | "
+                     f"{r['spearman']:.2f} | {r['n_test']} |")
+    write_report(a.report, lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("benchmarks/data/fastmri_like"))
@@ -128,25 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                          "width": float(width[obj].mean()), "ref_max": float(tr.max()),
                          "spearman": patch_spearman(width, np.abs(tr - tm), tr), "n_test": tm.shape[0]})
             print(json.dumps(rows[-1]), flush=True)
-    if a.smoke:
-        return 0
-    from priors.registry import WEIGHTS_DIR
-    table.save(WEIGHTS_DIR / f"{a.prior}.calibration.json")
-    lines = ["# Calibrated 95% intervals (fastMRI-like BrainWeb, `recon reconstruct` defaults)", "",
-             f"Command: `python -m benchmarks.calibrate_intervals --work WORK --slices {a.slices} --test-slices "
-             f"{a.test_slices} --accels {' '.join(f'{x:g}' for x in a.accels)} --methods {' '.join(a.methods)}`", "",
-             "Coverage = fraction of object pixels (reference >= 10% of the slice max) inside the interval; width "
-             "in % of the reference max; Spearman of width vs |error| over 8x8 object patches.", "",
-             "| method | R | val slices | lambda (CRC) | lambda (RCPS) | val coverage | test coverage, 1.96 std | "
-             "test coverage, calibrated | width 1.96 std | width calibrated | Spearman | test slices |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['accel']:g} | {r['n_val']} | {r['lambda']:.2f} | "
-                     f"{'infeasible' if r['rcps_lambda'] is None else format(r['rcps_lambda'], '.2f')} | "
-                     f"{r['val_cov']:.3f} | {r['test_cov_gauss']:.3f} | {r['test_cov']:.3f} | "
-                     f"{100 * r['width_gauss'] / r['ref_max']:.2f}% | {100 * r['width'] / r['ref_max']:.2f}% | "
-                     f"{r['spearman']:.2f} | {r['n_test']} |")
-    write_report(a.report, lines)
+        if not a.smoke and rows:
+            save(table, rows, a)
     return 0
 
 
