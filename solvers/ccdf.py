@@ -31,7 +31,7 @@ import torch
 
 from . import dc as dcs
 from . import predictor_corrector as pc
-from .loop import Context, Sampler, SolverError, least_squares_image
+from .loop import Context, SolverError, least_squares_image
 from .schedule import geometric_sigmas, noise_range, with_final_zero
 
 INITS = ("least-squares", "zero-filled")
@@ -39,7 +39,7 @@ LEAST_SQUARES_ITERS = 10
 
 
 @dataclass
-class CCDF(Sampler, pc.StepFields):
+class CCDF(pc.PredictorCorrector):
     """Reverse diffusion with data consistency from a forward-diffused initial estimate.
 
     Hyper-parameters: sigma_start (the start level, in the prior's scale), init ("least-squares",
@@ -55,9 +55,6 @@ class CCDF(Sampler, pc.StepFields):
     sigma_min: float | None = None
     sigma_start: float = 0.1
     init: str | torch.Tensor = "least-squares"
-
-    run = pc.sampler_run
-    steps_for_nfe = pc.sampler_steps_for_nfe
 
     def sigmas(self, ctx: Context, n_steps: int) -> torch.Tensor:
         _, lo = noise_range(None, self.sigma_min, self.sigma_start, ctx.prior.info.sigma_min,
@@ -83,6 +80,3 @@ class CCDF(Sampler, pc.StepFields):
 
     def start(self, ctx: Context, sigma0: float) -> torch.Tensor:
         return self.init_image(ctx) + sigma0 * ctx.noise()
-
-    step = pc.sampler_step
-    finalize = pc.sampler_finalize

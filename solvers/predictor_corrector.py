@@ -60,26 +60,7 @@ class StepSettings:
     corrector_steps: int
 
 
-@dataclass
-class StepFields:
-    """The step's hyper-parameters as a sampler's fields, with their default values (see `StepSettings`).
 
-    A sampler lists it after `Sampler` among its bases (``class Projection(Sampler, StepFields)``), so its
-    fields come first and `Sampler`'s methods stay in force; the shared methods are bound by name (see
-    `sampler_run` and the functions below it).
-    """
-
-    snr: float = 0.32
-    corrector_steps: int = 1
-    dc: str = "auto"
-    lam: float = 1.0
-    cg_iters: int = 3
-    noised_measurement: bool | None = None
-
-    @property
-    def settings(self) -> StepSettings:
-        """This sampler's predictor-corrector hyper-parameters."""
-        return StepSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(StepSettings)})
 
 
 def check_dc(dc: str, method: str) -> None:
@@ -173,24 +154,36 @@ def predictor_corrector_step(ctx: Context, x: torch.Tensor, sigma: float, sigma_
     return x
 
 
-# -- the methods a predictor-corrector sampler shares (`projection`, `ccdf`) -------------------------------------
-# Each takes the sampler (a `Sampler` with `StepFields`) as its first argument; the samplers bind them as methods
-# (``step = pc.sampler_step``), as `Sampler`'s own methods come before `StepFields`' in their method order.
-def sampler_run(sampler: Sampler, operator: LinearOperator, y: torch.Tensor, prior: Prior, **kw) -> Posterior:
-    """`Sampler.run` on the operator's coil-wise form for dc="per-coil", on `operator` otherwise."""
-    return Sampler.run(sampler, chain_operator(operator, sampler.dc, sampler.name), y, prior, **kw)
+@dataclass
+class PredictorCorrector(Sampler):
+    """Base of the samplers made of predictor-corrector steps (`projection`, `ccdf`): the step's
+    hyper-parameters as fields with their defaults (see `StepSettings`), and the run, step and finalize
+    they share. A subclass chooses its noise levels (`sigmas`) and its start.
+    """
 
+    snr: float = 0.32
+    corrector_steps: int = 1
+    dc: str = "auto"
+    lam: float = 1.0
+    cg_iters: int = 3
+    noised_measurement: bool | None = None
 
-def sampler_steps_for_nfe(sampler: Sampler, nfe: int) -> int:
-    """`steps_for_nfe` with the sampler's `corrector_steps`."""
-    return steps_for_nfe(nfe, sampler.corrector_steps, sampler.name)
+    @property
+    def settings(self) -> StepSettings:
+        """This sampler's predictor-corrector hyper-parameters."""
+        return StepSettings(**{f.name: getattr(self, f.name) for f in dataclasses.fields(StepSettings)})
 
+    def run(self, operator: LinearOperator, y: torch.Tensor, prior: Prior, **kw) -> Posterior:
+        """`Sampler.run` on the operator's coil-wise form for dc="per-coil", on `operator` otherwise."""
+        return super().run(chain_operator(operator, self.dc, self.name), y, prior, **kw)
 
-def sampler_step(sampler: Sampler, ctx: Context, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
-    """`predictor_corrector_step` with the sampler's settings. x: [N, *domain] -> [N, *domain]."""
-    return predictor_corrector_step(ctx, x, sigma, sigma_next, sampler.settings)
+    def steps_for_nfe(self, nfe: int) -> int:
+        return steps_for_nfe(nfe, self.corrector_steps, self.name)
 
+    def step(self, ctx: Context, x: torch.Tensor, sigma: float, sigma_next: float) -> torch.Tensor:
+        """`predictor_corrector_step` with this sampler's settings. x: [N, *domain] -> [N, *domain]."""
+        return predictor_corrector_step(ctx, x, sigma, sigma_next, self.settings)
 
-def sampler_finalize(sampler: Sampler, ctx: Context, x: torch.Tensor) -> torch.Tensor:
-    """The image the operator's user sees (`LinearOperator.as_image`): rss magnitudes for coil images."""
-    return ctx.op.as_image(x)
+    def finalize(self, ctx: Context, x: torch.Tensor) -> torch.Tensor:
+        """The image the operator's user sees (`LinearOperator.as_image`): rss magnitudes for coil images."""
+        return ctx.op.as_image(x)

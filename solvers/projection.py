@@ -28,12 +28,12 @@ from typing import ClassVar
 import torch
 
 from . import predictor_corrector as pc
-from .loop import Context, Sampler
+from .loop import Context
 from .schedule import geometric_sigmas, sampler_noise_range, with_final_zero
 
 
 @dataclass
-class Projection(Sampler, pc.StepFields):
+class Projection(pc.PredictorCorrector):
     """Predictor-corrector sampling with a data-consistency step after every predictor and corrector step.
 
     Hyper-parameters: snr (Langevin signal-to-noise ratio), corrector_steps, dc (see module docstring),
@@ -47,12 +47,6 @@ class Projection(Sampler, pc.StepFields):
     sigma_max: float | None = None
     sigma_min: float | None = None
 
-    run = pc.sampler_run
-    steps_for_nfe = pc.sampler_steps_for_nfe
-
     def sigmas(self, ctx: Context, n_steps: int) -> torch.Tensor:
         hi, lo = sampler_noise_range(self, ctx)
         return with_final_zero(geometric_sigmas(hi, lo, n_steps))
-
-    step = pc.sampler_step
-    finalize = pc.sampler_finalize

@@ -211,7 +211,8 @@ def test_ccdf_per_coil_returns_rss_magnitudes():
 # -- ccdf composes, it does not inherit ----------------------------------------------------------------------
 def test_ccdf_is_not_a_projection_subclass():
     assert not issubclass(CCDF, Projection)
-    assert CCDF.__mro__[1] is solvers.Sampler
+    from solvers.predictor_corrector import PredictorCorrector
+    assert CCDF.__mro__[1] is PredictorCorrector and Projection.__mro__[1] is PredictorCorrector
 
 
 def test_ccdf_keeps_its_hyper_parameters_and_defaults():
