@@ -123,3 +123,22 @@ def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_
             lam = entry["interval"]["lambda"]
             assert np.allclose(hi - mean, lam * iv.widened_std(mean, std), rtol=1e-4, atol=1e-7)
     assert lam == 2.5 and json.loads((out / "p.json").read_text())["solvers"]["dds"]["interval"]["band"] == "R<=5"
+
+
+def test_the_bundled_brain_table_is_a_crc_fit_on_enough_validation_slices():
+    """The shipped table (benchmarks/calibrate_intervals.py) is read by the pipeline's loader, names its data,
+    and each entry's conformal-risk-control fit used enough slices for alpha: (n/(n+1)) risk + 1/(n+1) <= alpha
+    needs n >= 1/alpha - 1 = 19, so the validation coverage is at least 1 - alpha."""
+    table = iv.load_table("brain-mri-complex")
+    if table is None:
+        pytest.skip("no calibration table bundled for brain-mri-complex")
+    assert table.entries
+    for e in table.entries:
+        assert e.rule == "crc" and e.alpha == 0.05 and e.n_images >= 19
+        assert e.validation_coverage >= 1 - e.alpha
+        assert "BrainWeb [49, 50]" in e.data                     # validation subjects only
+        assert iv.gaussian_lambda(e.alpha) < e.lam < 10          # wider than the Gaussian rule, still finite
+    entry = table.lookup("dds", "mri", 4.0)
+    assert entry is not None and entry.band == iv.accel_band(4.0)
+    lam, record = iv.choose_lambda(table, "dds", "mri", 4.0, rel_std=float(np.mean(entry.rel_std_range)))
+    assert record["calibrated"] and lam == entry.lam
