@@ -6,13 +6,16 @@ Target: our forward+adjoint no slower than sigpy's on the CPU.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import numpy as np
 import sigpy as sp
 import sigpy.mri as spmri
 import torch
 
-from benchmarks.common import append_results, wall_time
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
+from benchmarks.common import append_results, wall_time  # noqa: E402
 from operators import MultiCoilMRI
 from operators.espirit import espirit_maps
 from recon.data.masks import make_mask
