@@ -39,7 +39,7 @@ import torch
 from recon import benchmark as bench
 from recon.data.brainweb import BRAINWEB_VAL
 from recon.data.ct_slices import CT_VAL
-from recon.methods import MethodSettings
+from recon.methods import MethodConfig
 
 # Grids; each includes the method's current default so the table shows what a change buys.
 SWEEPS: dict[str, dict[str, list[Any]]] = {
@@ -106,7 +106,7 @@ def sweep(args: argparse.Namespace) -> None:
             if per_setting[c.setting] <= args.max_cases:
                 kept.append(c)
         all_cases = kept
-    settings = MethodSettings(prior=prior, n_samples=args.samples, seed=0, progress=False)
+    settings = MethodConfig(prior=prior, n_samples=args.samples, seed=0, progress=False)
     override = parse_grid(args.grid)
     for method in args.methods.split(","):
         for hp in configurations(method, override):
@@ -125,7 +125,7 @@ def sweep(args: argparse.Namespace) -> None:
                       f"PSNR {rec['psnr']:.2f}  nfe {rec['nfe']}  {rec['wall_s']:.0f} s", flush=True)
 
 
-def execute_noisy(method: str, hp: dict[str, Any], case: bench.Case, settings: MethodSettings, nfe: int | None,
+def execute_noisy(method: str, hp: dict[str, Any], case: bench.Case, settings: MethodConfig, nfe: int | None,
                   sigma_y: float) -> bench.Outcome:
     """`bench.execute` for a posterior sampler given the measurement noise std `sigma_y` (data units)."""
     import time
@@ -154,7 +154,7 @@ def noisy_sweep(args: argparse.Namespace) -> None:
     if args.resume and out.exists():
         done = {_key(json.loads(line)) for line in out.read_text().splitlines() if line.strip()}
     prior = load("brain-mri-complex")
-    settings = MethodSettings(prior=prior, n_samples=args.samples, seed=0, progress=False)
+    settings = MethodConfig(prior=prior, n_samples=args.samples, seed=0, progress=False)
     override = parse_grid(args.grid)
     sy_override = override.pop("sigma_y", None)
     baselines = [b for b in (args.baselines or "").split(",") if b]

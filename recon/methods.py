@@ -29,7 +29,7 @@ class MethodError(ValueError):
 
 
 @dataclass
-class MethodSettings:
+class MethodConfig:
     """What methods need besides the problem.
 
     Attributes:
@@ -64,7 +64,7 @@ def check_methods(names: list[str], modality: str = "auto") -> list[str]:
     return out
 
 
-def run_method(name: str, problem: MRIProblem | CTProblem, settings: MethodSettings) -> Posterior:
+def run_method(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) -> Posterior:
     """Run one method. MRI: a `Posterior` over complex images [..., (M,) H, W] (posterior methods) or the
     baseline's estimate (mean only). CT: images in attenuation per pixel (the operator's domain)."""
     if name in POSTERIOR_METHODS:
@@ -72,7 +72,7 @@ def run_method(name: str, problem: MRIProblem | CTProblem, settings: MethodSetti
     return run_baseline(name, problem, settings)
 
 
-def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodSettings) -> Posterior:
+def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) -> Posterior:
     """A posterior sampler from `solvers`; ccdf's ``init`` of ``"unet"`` (or ``"fbp"`` for CT) becomes that image."""
     if settings.prior is None:
         raise MethodError(f"solver '{name}' needs a prior (--prior)")
@@ -88,7 +88,7 @@ def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodSettings
     return solvers.sample(name, problem.op, problem.y, settings.prior, **common, sigma_y=problem.noise_std, **hp)
 
 
-def run_baseline(name: str, problem: MRIProblem | CTProblem, settings: MethodSettings) -> Posterior:
+def run_baseline(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) -> Posterior:
     """Run the baseline registered as ``name`` for the problem's modality on its operator and measurement.
 
     Hyper-parameters are ``settings.hparams[name]``, or the baseline's registered defaults when none are
@@ -115,7 +115,7 @@ def _operands(problem: MRIProblem | CTProblem, weighted: bool) -> tuple[LinearOp
 
 
 def _supplied(name: str, needs: tuple[str, ...], problem: MRIProblem | CTProblem,
-              settings: MethodSettings) -> dict[str, Any]:
+              settings: MethodConfig) -> dict[str, Any]:
     """The keywords in ``needs`` taken from the problem and settings: ``net`` (the loaded U-Net), ``crop``
     (the MRI reconstruction size), ``unit`` (CT: attenuation of water per pixel)."""
     if "net" in needs and settings.unet is None:
@@ -125,7 +125,7 @@ def _supplied(name: str, needs: tuple[str, ...], problem: MRIProblem | CTProblem
     return {key: available[key] for key in needs}
 
 
-def _unet_init(problem: MRIProblem, settings: MethodSettings) -> torch.Tensor:
+def _unet_init(problem: MRIProblem, settings: MethodConfig) -> torch.Tensor:
     """U-Net magnitude with the phase of a short CG-SENSE solve, as ccdf's initial image [..., (M,) H, W]."""
     if settings.unet is None:
         raise MethodError("ccdf with init='unet' needs a U-Net baseline (none is loaded)")

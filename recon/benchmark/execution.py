@@ -12,7 +12,7 @@ import torch
 
 from recon.benchmark.cases import Case
 from recon.benchmark.presets import MethodRun
-from recon.methods import MethodSettings, run_method
+from recon.methods import MethodConfig, run_method
 
 
 class PeakMemory:
@@ -85,7 +85,7 @@ class Outcome:
     peak_kind: str
 
 
-def execute(run: MethodRun, case: Case, settings: MethodSettings) -> Outcome:
+def execute(run: MethodRun, case: Case, settings: MethodConfig) -> Outcome:
     """Run one method on one case; images in display units, std over the displayed samples (N > 1)."""
     s = dataclasses.replace(settings, nfe=run.nfe, hparams={run.method: dict(run.hparams)} if run.hparams else {})
     device = case.problem.y.device

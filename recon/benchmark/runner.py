@@ -15,7 +15,7 @@ from recon.benchmark.presets import MethodRun, Preset
 from recon.benchmark.scoring import score
 from recon.benchmark.sources import MRISource, brainweb_sources, ct_sources, poisson_sources, real_t1_source
 from recon.data.brainweb import SHARED_DATA
-from recon.methods import MethodSettings
+from recon.methods import MethodConfig
 
 PriorProvider = Callable[[str, tuple[int, ...]], Any]   # (modality, image shape) -> Prior or None
 UNetProvider = Callable[[str], Any]                      # modality -> U-Net or None
@@ -37,7 +37,7 @@ class BenchmarkResult:
 EXAMPLE_LABELS = ("zero-filled", "fbp", "unet", "dds")
 
 
-def _run_case(case: Case, runs: Iterable[MethodRun], settings: MethodSettings, result: BenchmarkResult,
+def _run_case(case: Case, runs: Iterable[MethodRun], settings: MethodConfig, result: BenchmarkResult,
               log: Callable[[str], None], keep_example: bool) -> None:
     example: dict[str, np.ndarray] = {}
     if keep_example and case.reference is not None:
@@ -90,8 +90,8 @@ def run_benchmark(
     return result
 
 
-def _settings(preset: Preset, prior: Any, unet: Any) -> MethodSettings:
-    return MethodSettings(prior=prior, n_samples=preset.n_samples, seed=0, unet=unet, progress=False)
+def _settings(preset: Preset, prior: Any, unet: Any) -> MethodConfig:
+    return MethodConfig(prior=prior, n_samples=preset.n_samples, seed=0, unet=unet, progress=False)
 
 
 def _run_mri(preset: Preset, prior_for: PriorProvider, unet_for: UNetProvider, dev: torch.device, root: Path,

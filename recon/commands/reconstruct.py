@@ -19,7 +19,7 @@ from recon.pipeline.distributed import finish, init_from_env, total
 from recon.intervals import load_table
 from recon.data.io import iter_h5_files
 from recon.pipeline.run import detect_modality, report_error
-from recon.methods import POSTERIOR_METHODS, MethodError, MethodSettings, check_methods
+from recon.methods import POSTERIOR_METHODS, MethodError, MethodConfig, check_methods
 from recon.problems.ct import CTSpec
 from recon.problems.mri import MaskSpec
 
@@ -193,14 +193,14 @@ class SettingsCache:
 
     def __init__(self, args: argparse.Namespace, cfg):
         self.args, self.cfg = args, cfg
-        self._cache: dict[str, MethodSettings] = {}
+        self._cache: dict[str, MethodConfig] = {}
 
-    def __call__(self, modality: str) -> MethodSettings:
+    def __call__(self, modality: str) -> MethodConfig:
         if modality not in self._cache:
             self._cache[modality] = self._load(modality)
         return self._cache[modality]
 
-    def _load(self, modality: str) -> MethodSettings:
+    def _load(self, modality: str) -> MethodConfig:
         a, cfg = self.args, self.cfg
         prior = table = None
         if any(m in POSTERIOR_METHODS for m in cfg.solvers):
@@ -221,7 +221,7 @@ class SettingsCache:
                 unet = load_unet(a.unet or DEFAULT_UNET[modality], device=cfg.device)
             except (KeyError, ValueError, OSError) as e:
                 raise UsageError(str(e).strip("'\"")) from None
-        return MethodSettings(prior=prior, n_samples=a.samples, nfe=a.nfe, seed=a.seed, unet=unet,
+        return MethodConfig(prior=prior, n_samples=a.samples, nfe=a.nfe, seed=a.seed, unet=unet,
                               progress=not a.quiet, intervals=table)
 
 

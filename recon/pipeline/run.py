@@ -13,7 +13,7 @@ import torch
 
 from operators.fft import ifft2c, rss
 from recon.data.io import FastMRIFormatError, center_crop, load_fastmri
-from recon.methods import MethodSettings, run_method
+from recon.methods import MethodConfig, run_method
 from recon.pipeline.results import add_intervals, summarise, write_outputs
 from recon.pipeline.volume import MethodVolume, ReconstructConfig, SliceError, VolumeResult
 from recon.problems.ct import CTProblem, simulated_ct_problem
@@ -55,7 +55,7 @@ def _slice_range(n: int, slices: tuple[int | None, int | None] | None, path: Pat
     return r
 
 
-def _run_methods(index: int, problem: MRIProblem | CTProblem, cfg: ReconstructConfig, settings: MethodSettings,
+def _run_methods(index: int, problem: MRIProblem | CTProblem, cfg: ReconstructConfig, settings: MethodConfig,
                  methods: dict[str, MethodVolume], display: Callable[[torch.Tensor], torch.Tensor]) -> None:
     """Every method on one slice; a method's failure is recorded against it and the others go on."""
     for m in cfg.solvers:
@@ -127,7 +127,7 @@ def _prepare_mri(vol, i: int, cfg: ReconstructConfig) -> tuple[MRIProblem, float
     return problem, scale
 
 
-def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodSettings) -> VolumeResult:
+def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> VolumeResult:
     from tqdm.auto import tqdm
 
     with load_fastmri(path) as vol:
@@ -205,10 +205,10 @@ def _ct_slice(build: Callable[[int], CTProblem], i: int) -> tuple[CTProblem, np.
     problem = build(i)
     if not bool(torch.isfinite(problem.y).all()):
         raise SliceError("the sinogram holds non-finite values")
-    return problem, problem.to_hu(run_method("fbp", problem, MethodSettings()).mean).cpu().numpy()
+    return problem, problem.to_hu(run_method("fbp", problem, MethodConfig()).mean).cpu().numpy()
 
 
-def run_ct_file(path: Path, cfg: ReconstructConfig, settings: MethodSettings) -> VolumeResult:
+def run_ct_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> VolumeResult:
     from tqdm.auto import tqdm
 
     slices, build, info, n_file = _ct_source(path, cfg)
@@ -232,7 +232,7 @@ def run_ct_file(path: Path, cfg: ReconstructConfig, settings: MethodSettings) ->
     return result
 
 
-def reconstruct_file(path: Path, cfg: ReconstructConfig, settings_for: Callable[[str], MethodSettings],
+def reconstruct_file(path: Path, cfg: ReconstructConfig, settings_for: Callable[[str], MethodConfig],
                      out_dir: Path, modality: str | None = None) -> dict[str, Any]:
     """Reconstruct one input (modality detected from its content unless given) and write its outputs.
 

@@ -98,7 +98,7 @@ def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_
     import json
 
     from recon.data.io import write_fastmri
-    from recon.methods import MethodSettings
+    from recon.methods import MethodConfig
     from recon.pipeline.run import reconstruct_file
     from recon.pipeline.volume import ReconstructConfig
     from recon.problems.mri import MaskSpec
@@ -110,7 +110,7 @@ def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_
     cfg = ReconstructConfig(solvers=["dds", "zero-filled"], mask=MaskSpec("random", 3, 0.2, 0), quiet=True)
     table = iv.CalibrationTable("gaussian", [iv.CalibrationEntry("dds", "mri", "R<=5", 2.5, 0.05, "crc", 40)])
     for tbl, out in ((None, tmp_path / "a"), (table, tmp_path / "b")):
-        settings = MethodSettings(prior=_gaussian_prior(), n_samples=4, nfe=10, progress=False, intervals=tbl)
+        settings = MethodConfig(prior=_gaussian_prior(), n_samples=4, nfe=10, progress=False, intervals=tbl)
         s = reconstruct_file(src, cfg, lambda m: settings, out)
         entry = s["solvers"]["dds"]
         assert entry["interval"]["calibrated"] is (tbl is not None)

@@ -173,10 +173,10 @@ def test_registered_baselines_are_the_command_line_ones():
 @pytest.mark.parametrize("modality", ["mri", "ct"])
 def test_every_registered_baseline_runs_through_run_method(modality):
     from recon.baselines import baseline_names
-    from recon.methods import MethodSettings, run_method
+    from recon.methods import MethodConfig, run_method
 
     problem = _tiny_problems()[modality]
-    settings = MethodSettings(unet=_tiny_unet(), progress=False, hparams=_QUICK[modality])
+    settings = MethodConfig(unet=_tiny_unet(), progress=False, hparams=_QUICK[modality])
     for name in baseline_names(modality):
         post = run_method(name, problem, settings)
         assert post.std is None and post.wall_time > 0, name
@@ -187,15 +187,15 @@ def test_run_method_keeps_the_registered_defaults_and_the_operands():
     # CT sirt without settings runs 100 non-negative iterations on the Poisson-weighted data; fbp the raw sinogram
     from recon.baselines.ct_analytic import fbp
     from recon.baselines.ct_iterative import sirt
-    from recon.methods import MethodSettings, run_method
+    from recon.methods import MethodConfig, run_method
 
     ct = _tiny_problems()["ct"]
-    got = run_method("sirt", ct, MethodSettings(progress=False)).mean
+    got = run_method("sirt", ct, MethodConfig(progress=False)).mean
     assert torch.equal(got, sirt(ct.data_y, ct.data_op, n_iter=100, nonneg=True))
     # a given set replaces the defaults whole: the function's own nonneg=False applies
-    got = run_method("sirt", ct, MethodSettings(progress=False, hparams={"sirt": {"n_iter": 3}})).mean
+    got = run_method("sirt", ct, MethodConfig(progress=False, hparams={"sirt": {"n_iter": 3}})).mean
     assert torch.equal(got, sirt(ct.data_y, ct.data_op, n_iter=3))
-    assert torch.equal(run_method("fbp", ct, MethodSettings()).mean, fbp(ct.y, ct.op))
+    assert torch.equal(run_method("fbp", ct, MethodConfig()).mean, fbp(ct.y, ct.op))
 
 
 @pytest.mark.parametrize("modality,name,message", [
@@ -206,10 +206,10 @@ def test_run_method_keeps_the_registered_defaults_and_the_operands():
 ])
 def test_unknown_or_unrunnable_baselines_raise_method_errors(modality, name, message):
     from recon.baselines import baseline
-    from recon.methods import MethodError, MethodSettings, run_method
+    from recon.methods import MethodError, MethodConfig, run_method
 
     with pytest.raises(MethodError) as err:
-        run_method(name, _tiny_problems()[modality], MethodSettings())
+        run_method(name, _tiny_problems()[modality], MethodConfig())
     assert str(err.value) == message
     if "does not apply" in message:
         with pytest.raises(MethodError, match="does not apply"):

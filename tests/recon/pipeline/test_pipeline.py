@@ -19,7 +19,7 @@ from operators.fft import fft2c
 from priors.base import GaussianPrior
 from recon.cli import main as cli
 from recon.data.io import write_fastmri
-from recon.methods import MethodSettings
+from recon.methods import MethodConfig
 from recon.pipeline.run import reconstruct_file
 from recon.pipeline.volume import ReconstructConfig
 from recon.problems.mri import MaskSpec
@@ -51,7 +51,7 @@ def _gaussian_prior() -> GaussianPrior:
 def test_end_to_end_mri_outputs_and_quality(mri_file, tmp_path):
     cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("random", 3, 0.2, 0),
                             quiet=True, export=("nifti", "dicom"), save_samples=True, prior_name="gaussian")
-    settings = MethodSettings(prior=_gaussian_prior(), n_samples=4, nfe=20, progress=False)
+    settings = MethodConfig(prior=_gaussian_prior(), n_samples=4, nfe=20, progress=False)
     summary = reconstruct_file(mri_file, cfg, lambda modality: settings, tmp_path)
     name = mri_file.stem
     with h5py.File(tmp_path / f"{name}.h5") as f:
@@ -78,7 +78,7 @@ def test_real_fastmri_file_with_two_map_sets(tmp_path):
     prior = load(TEST_DATA / "tiny_brain_prior.pt")
     # 24 ACS lines (0.143 of the 168 acquired): with fastMRI's 0.08 only 13 lines calibrate the maps
     cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("equispaced", 4, 0.143, 0), n_maps=2, quiet=True)
-    s = reconstruct_file(FASTMRI_REAL, cfg, lambda m: MethodSettings(prior=prior, n_samples=2, nfe=10,
+    s = reconstruct_file(FASTMRI_REAL, cfg, lambda m: MethodConfig(prior=prior, n_samples=2, nfe=10,
                                                                        progress=False), tmp_path)
     assert s["solvers"]["dds"]["psnr"] > s["solvers"]["zero-filled"]["psnr"]
     assert s["acceleration"] == pytest.approx(4, rel=0.1)
