@@ -83,9 +83,10 @@ def patch_spearman(width: np.ndarray, err: np.ndarray, ref: np.ndarray, size: in
 
 
 def save(table: iv.CalibrationTable, rows: list[dict], a: argparse.Namespace) -> None:
-    """Write the table next to the prior and the markdown report (after every band, so a stopped run keeps them)."""
+    """Write the table (next to the prior unless --table) and the markdown report (after every band, so a stopped
+    run keeps them)."""
     from priors.registry import WEIGHTS_DIR
-    table.save(WEIGHTS_DIR / f"{a.prior}.calibration.json")
+    table.save(a.table or WEIGHTS_DIR / f"{a.prior}.calibration.json")
     lines = ["# Calibrated 95% intervals (fastMRI-like BrainWeb, `recon reconstruct` defaults)", "",
              f"Command: `python -m benchmarks.calibrate_intervals --work WORK --slices {a.slices} --test-slices "
              f"{a.test_slices} --accels {' '.join(f'{x:g}' for x in a.accels)} --methods {' '.join(a.methods)}`", "",
@@ -115,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", default=["dds"])
     ap.add_argument("--prior", default="brain-mri-complex")
     ap.add_argument("--report", type=Path, default=Path("benchmarks/results/intervals.md"))
+    ap.add_argument("--table", type=Path, default=None,
+                    help="where the table goes (default priors/weights/PRIOR.calibration.json)")
+    ap.add_argument("--device", default="cpu", help="passed to recon reconstruct")
+    ap.add_argument("--fit-only", action="store_true",
+                    help="reconstruct nothing: fit and report on the slices already in --work")
     ap.add_argument("--smoke", action="store_true", help="2 samples, 5 NFE, no table written: checks the plumbing")
     a = ap.parse_args(argv)
 
@@ -125,11 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for accel in a.accels:
         band = iv.accel_band(accel)
-        extra = ["--samples", "2", "--nfe", "5"] if a.smoke else []
-        reconstruct_dds(val, a.work / f"val-R{accel:g}", a.methods, accel, a.prior, extra)
-        reconstruct_dds(test, a.work / f"test-R{accel:g}", a.methods, accel, a.prior, extra)
+        extra = ["--device", a.device, *(["--samples", "2", "--nfe", "5"] if a.smoke else [])]
+        if not a.fit_only:
+            reconstruct_dds(val, a.work / f"val-R{accel:g}", a.methods, accel, a.prior, extra)
+            reconstruct_dds(test, a.work / f"test-R{accel:g}", a.methods, accel, a.prior, extra)
         for m in a.methods:
-            mean, std, ref = collect(a.work / f"val-R{accel:g}", m)
+            folders = [a.work / f"{split}-R{accel:g}" for split in ("val", "test")]
+            if not all(any(d.glob("*.h5")) for d in folders):
+                print(f"skipped: {m} at {accel:g}x: no outputs in {folders[0]} or {folders[1]}", flush=True)
+                continue
+            mean, std, ref = collect(folders[0], m)
             try:
                 entry = iv.fit_entry(m, "mri", band, mean, std, ref, data=f"BrainWeb {a.val_subjects} x {a.slices} "
                                      f"slices, fastMRI-like, random {accel:g}x")
@@ -137,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipped: {e}", flush=True)
                 continue
             table.entries.append(entry)
-            tm, ts, tr = collect(a.work / f"test-R{accel:g}", m)
+            tm, ts, tr = collect(folders[1], m)
             g = iv.gaussian_lambda(0.05)
             lo, hi = iv.interval(tm, ts, entry.lam)
             width = hi - lo
