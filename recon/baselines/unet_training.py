@@ -9,6 +9,11 @@ Tasks
                coils, complex Gaussian k-space noise (`BRAIN_NOISE`). Input: zero-filled RSS,
                instance-normalised; target: RSS of the fully sampled coil images, normalised with the
                input's mean and std (fastMRI ``UnetDataTransform``); L1 loss, as fastMRI.
+               With ``fastmri_like`` > 0 that fraction of the steps draws from the native-resolution path
+               `recon reconstruct` meets instead (`recon.data.simulate.fastmri_like`): 1 mm slices in a
+               224 x 192 recon field of view, readout oversampled 2x, 16 birdcage coils, correlated coil
+               noise at 0.5-2x the real T1 file's level; input and target cropped to the recon size as
+               fastMRI does. ``init`` starts from a trained U-Net file (fine-tuning).
 ``head-ct``    60-view parallel-beam sparse view on head-CT train slices 0..71 (256x256, 363 detector
                bins): input the FBP in the prior's scale (water = 1), output ``fbp + net(fbp)``; the
                target is ``max((HU + 1000) / 1000, 0)``. Sinograms are noiseless or carry Poisson noise
@@ -39,7 +44,7 @@ from operators.fft import fft2c, ifft2c, rss
 from priors.fit import CHECKPOINT_NAME, FitConfig, StepInfo, StepLog, fit
 from priors.networks.fastmri_unet import Unet, UnetConfig, normalize_unet_input
 from priors.registry import write_weights
-from recon.baselines.unet import UNET_FORMAT, UNET_KIND, mri_unet_image, unet_forward
+from recon.baselines.unet import UNET_FORMAT, UNET_KIND, load_unet, mri_unet_image, unet_forward
 from recon.data.brainweb import SHARED_DATA
 from recon.data.masks import make_mask
 from recon.metrics import psnr
@@ -51,6 +56,9 @@ BRAIN_COILS = 8
 BRAIN_NOISE = 0.002            # std of the real and imaginary k-space noise (images have p99 |x| = 1)
 BRAIN_CONTRASTS = ("T1w", "T2w", "PDw")
 BRAIN_SETTINGS = ((4.0, 0.08), (8.0, 0.04))   # (acceleration, centre fraction), fastMRI challenge
+FASTMRI_LIKE_COILS = 16
+FASTMRI_LIKE_NOISE = (0.5, 2.0)   # noise level drawn log-uniformly in this range x FastMRILikeSpec.noise_rel
+FASTMRI_LIKE_CORRELATION = (0.0, 0.3)
 CT_VIEWS = 60
 CT_PIXEL_MM = 0.957            # head_ct.h5 in-plane spacing
 CT_PHOTONS = (None, 1e6, 1e5)  # incident photons per bin of the training sinograms (None: noiseless)
@@ -114,6 +122,47 @@ def zero_filled_and_target(kspace: torch.Tensor, masks: torch.Tensor) -> tuple[t
     """(zero-filled RSS, fully sampled RSS), both real [B, H, W], from k-space [B, C, H, W] and masks [B, W]."""
     zf = rss(ifft2c(kspace * masks[:, None, None, :]))
     return zf, rss(ifft2c(kspace))
+
+
+def fastmri_like_images(subjects: Sequence[int], n_slices: int, seed: int,
+                        contrasts: Sequence[str] = BRAIN_CONTRASTS, root: Path | None = None) -> np.ndarray:
+    """1 mm BrainWeb slices in the fastMRI-like recon field of view: complex64 [S * contrasts * n_slices, 224, 192],
+    p99(|x|) = 1, ordered subject, contrast, slice; deterministic for ``seed``."""
+    from recon.data.brainweb import brainweb_slices, load_brainweb_labels
+    from recon.data.simulate.fastmri_like import pad_to_recon
+
+    out = []
+    for s in subjects:
+        labels = load_brainweb_labels(s, root or SHARED_DATA)
+        for ci, c in enumerate(contrasts):
+            rng = np.random.default_rng([seed, s, ci, 1])
+            imgs = brainweb_slices(s, c, rng, n_slices=n_slices, labels=labels)
+            out.append(pad_to_recon(torch.from_numpy(imgs)).numpy())
+    return np.concatenate(out).astype(np.complex64)
+
+
+def fastmri_like_pairs(images: torch.Tensor, rng: np.random.Generator,
+                       settings: Sequence[tuple[float, float]] = BRAIN_SETTINGS,
+                       noise_rel: float | None = None, correlation: float | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(zero-filled RSS, fully sampled RSS), real [B, 224, 192], of fastMRI-like acquisitions of ``images``
+    (complex [B, 224, 192]): readout oversampled 2x, 16 coils, correlated noise (level and correlation drawn
+    from `FASTMRI_LIKE_NOISE` / `FASTMRI_LIKE_CORRELATION` unless given), random masks from ``settings``;
+    both images cropped to the recon size as fastMRI's `reconstruction_rss`."""
+    from recon.data.io import center_crop
+    from recon.data.simulate.fastmri_like import RECON_SHAPE, FastMRILikeSpec, acquire
+    from recon.data.simulate.mri import birdcage_maps
+
+    spec = FastMRILikeSpec()
+    if noise_rel is None:
+        noise_rel = spec.noise_rel * float(np.exp(rng.uniform(*np.log(FASTMRI_LIKE_NOISE))))
+    if correlation is None:
+        correlation = float(rng.uniform(*FASTMRI_LIKE_CORRELATION))
+    maps = birdcage_maps(FASTMRI_LIKE_COILS, (RECON_SHAPE[0] * spec.oversample, RECON_SHAPE[1]), radius=1.5)
+    k = torch.from_numpy(acquire(images, maps, noise_rel, correlation, spec.oversample, rng)["kspace"])
+    masks = random_masks(len(images), k.shape[-1], rng, settings)
+    zf, target = zero_filled_and_target(k, masks)
+    return center_crop(zf, RECON_SHAPE), center_crop(target, RECON_SHAPE)
 
 
 def brain_eval_cases(subjects: Sequence[int], n_slices: int, acceleration: float, center_fraction: float,
@@ -216,8 +265,14 @@ def validate(net: Unet, task: str, val: dict[str, torch.Tensor]) -> dict[str, fl
         if task == "brain-mri":
             zf = rss(ifft2c(val["kspace"]))
             out = torch.cat([mri_unet_image(net, zf[i: i + 8]) for i in range(0, len(zf), 8)])
-            return {"val_psnr": volume_psnr(val["target"], out, val["volume"]),
-                    "val_psnr_input": volume_psnr(val["target"], zf, val["volume"])}
+            res = {"val_psnr": volume_psnr(val["target"], out, val["volume"]),
+                   "val_psnr_input": volume_psnr(val["target"], zf, val["volume"])}
+            if "fm_zf" in val:
+                zf = val["fm_zf"]
+                out = torch.cat([mri_unet_image(net, zf[i: i + 4]) for i in range(0, len(zf), 4)])
+                res.update(val_psnr_1mm=volume_psnr(val["fm_target"], out, val["fm_volume"]),
+                           val_psnr_1mm_input=volume_psnr(val["fm_target"], zf, val["fm_volume"]))
+            return res
         x = val["fbp"][:, None]
         out = torch.cat([x[i: i + 4] + unet_forward(net, x[i: i + 4]) for i in range(0, len(x), 4)])[:, 0]
         return {"val_psnr": psnr(val["target"], out.clamp_min(0)),
@@ -256,10 +311,17 @@ class UNetTrainingConfig:
     log_every: int = 50
     export: Path | None = None
     half: bool = False
+    fastmri_like: float = 0.0
+    init: Path | None = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"unknown task '{self.task}'; use one of {TASKS}")
+        if not 0.0 <= self.fastmri_like <= 1.0 or (self.fastmri_like and self.task != "brain-mri"):
+            raise ValueError(f"fastmri_like must be in [0, 1] and is for brain-mri only, got {self.fastmri_like}")
+
+    def validation_columns(self) -> tuple[str, ...]:
+        return VALIDATION_COLUMNS + (("val_psnr_1mm", "val_psnr_1mm_input") if self.fastmri_like else ())
 
     def record(self) -> dict[str, str]:
         """Every setting as a string (the checkpoint's and exported file's ``args``)."""
@@ -285,6 +347,8 @@ def _prepare(cache: Path, config: UNetTrainingConfig) -> dict[str, np.ndarray]:
             data = {"images": brain_images(BRAINWEB_TRAIN, config.slices, config.seed, root=root),
                     "val_kspace": val["kspace"].numpy(), "val_target": val["target"].numpy(),
                     "val_volume": val["volume"].numpy()}
+            if config.fastmri_like:
+                data.update(fastmri_like_data(config.slices, config.seed, root))
         else:
             fb, tg = ct_pairs("train", CT_PHOTONS, config.seed, root)
             vfb, vtg = ct_pairs("val", (1e6,), config.seed + 7, root)
@@ -293,7 +357,27 @@ def _prepare(cache: Path, config: UNetTrainingConfig) -> dict[str, np.ndarray]:
         np.savez(tmp, **data)
         os.replace(tmp, cache)
     with np.load(cache) as f:
-        return {k: f[k] for k in f.files}
+        data = {k: f[k] for k in f.files}
+    if config.fastmri_like and "fm_images" not in data:
+        raise ValueError(f"{cache} was simulated without the fastMRI-like data that fastmri_like="
+                         f"{config.fastmri_like} needs: use another --cache (or delete this one)")
+    return data
+
+
+def fastmri_like_data(slices: int, seed: int, root: Path) -> dict[str, np.ndarray]:
+    """Training images (BrainWeb train subjects) and validation pairs (49, 50: 2 slices per contrast, random
+    4x with centre fraction 0.08, the default noise level) for the fastMRI-like steps."""
+    from recon.data.brainweb import BRAINWEB_TRAIN, BRAINWEB_VAL
+    from recon.data.simulate.fastmri_like import FastMRILikeSpec
+
+    rng = np.random.default_rng([seed, 11])
+    val = torch.from_numpy(fastmri_like_images(BRAINWEB_VAL, 2, seed + 7, root=root))
+    spec = FastMRILikeSpec()
+    zf, target = zip(*[fastmri_like_pairs(val[i: i + 1], rng, ((4.0, 0.08),), spec.noise_rel, spec.correlation)
+                       for i in range(len(val))])
+    return {"fm_images": fastmri_like_images(BRAINWEB_TRAIN, slices, seed, root=root),
+            "fm_val_zf": torch.cat(zf).numpy(), "fm_val_target": torch.cat(target).numpy(),
+            "fm_val_volume": np.repeat(np.arange(len(val) // 2), 2)}
 
 
 # ---------------------------------------------------------------------------
@@ -326,21 +410,34 @@ def _brain_task(net: Unet, opt: torch.optim.Optimizer, data: dict[str, np.ndarra
     images = torch.from_numpy(data["images"])
     maps = birdcage_maps(BRAIN_COILS, tuple(images.shape[-2:]))
 
+    fm_images = torch.from_numpy(data["fm_images"]) if config.fastmri_like else None
+
+    def batch_of(pool: torch.Tensor) -> torch.Tensor:
+        idx = torch.from_numpy(data_rng.integers(len(pool), size=config.batch))
+        x = pool[idx]
+        flip = torch.from_numpy(data_rng.integers(2, size=config.batch).astype(bool))
+        return torch.where(flip[:, None, None], x.flip(-1), x)
+
     def step(info: StepInfo) -> StepLog:
         lr = step_lr(config.lr, info)
         _set_lr(opt, lr)
-        idx = torch.from_numpy(data_rng.integers(len(images), size=config.batch))
-        x = images[idx]
-        flip = torch.from_numpy(data_rng.integers(2, size=config.batch).astype(bool))
-        x = torch.where(flip[:, None, None], x.flip(-1), x)
-        k = brain_kspace(x, maps, BRAIN_NOISE, gen)
-        zf, target = zero_filled_and_target(k, random_masks(config.batch, k.shape[-1], data_rng))
+        if fm_images is not None and data_rng.random() < config.fastmri_like:
+            zf, target = fastmri_like_pairs(batch_of(fm_images), data_rng)
+        else:
+            k = brain_kspace(batch_of(images), maps, BRAIN_NOISE, gen)
+            zf, target = zero_filled_and_target(k, random_masks(config.batch, k.shape[-1], data_rng))
         return _optimise(net, opt, brain_loss(net, zf, target), lr)
 
     val = {"kspace": torch.from_numpy(data["val_kspace"]), "target": torch.from_numpy(data["val_target"]),
            "volume": torch.from_numpy(data["val_volume"])}
     desc = (f"BrainWeb train subjects, {len(images)} complex slices {tuple(images.shape[-2:])} (T1w/T2w/PDw), "
             f"{BRAIN_COILS} birdcage coils, k-space noise {BRAIN_NOISE}, random 1D masks 4x/0.08 and 8x/0.04")
+    if fm_images is not None:
+        val.update(fm_zf=torch.from_numpy(data["fm_val_zf"]), fm_target=torch.from_numpy(data["fm_val_target"]),
+                   fm_volume=torch.from_numpy(data["fm_val_volume"]))
+        desc += (f"; {config.fastmri_like:.0%} of steps fastMRI-like: {len(fm_images)} 1 mm slices "
+                 f"{tuple(fm_images.shape[-2:])}, readout oversampled 2x, {FASTMRI_LIKE_COILS} coils, correlated "
+                 f"noise {FASTMRI_LIKE_NOISE[0]}-{FASTMRI_LIKE_NOISE[1]}x the real T1 file's level")
     return _Task(step, val, desc)
 
 
@@ -384,6 +481,13 @@ def run_train_unet(config: UNetTrainingConfig) -> dict[str, Any]:
     cfg = config.net_config()
     torch.manual_seed(config.seed)  # weight initialisation
     net = Unet.from_config(cfg)
+    if config.init is not None:  # fine-tuning: start from a trained U-Net of the same configuration
+        start = load_unet(config.init).net
+        if start.chans != cfg.chans or start.num_pool_layers != cfg.num_pool_layers:
+            raise ValueError(f"--init {config.init}: chans {start.chans}, {start.num_pool_layers} pools; "
+                             f"the run asks for {cfg.chans}, {cfg.num_pool_layers}")
+        net.load_state_dict(start.state_dict())
+        net.requires_grad_(True)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr)
     data_rng = np.random.default_rng([config.seed, 2])
     gen = torch.Generator().manual_seed(config.seed + 3)
@@ -403,7 +507,7 @@ def run_train_unet(config: UNetTrainingConfig) -> dict[str, Any]:
 
     result = fit(task.step, net, opt, out, config.fit_config(), rngs={"data_rng": data_rng, "torch_rng": gen},
                  extra_state=extra_state, on_resume=on_resume, validate=lambda: validate(net, config.task, task.val),
-                 validation_columns=VALIDATION_COLUMNS)
+                 validation_columns=config.validation_columns())
     summary: dict[str, Any] = {"steps": result.steps, "wall_time_s": result.wall_time_s,
                                "final_loss": result.final_loss, "validation": result.validation,
                                "checkpoint": str(result.checkpoint)}

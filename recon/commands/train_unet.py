@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=50, help="CSV row every N steps")
     p.add_argument("--export", type=Path, default=None, help="write the single-file weights here at the end")
     p.add_argument("--half", action="store_true", help="export float16 weights")
+    p.add_argument("--fastmri-like", type=float, default=0.0,
+                   help="brain-mri: fraction of steps on 1 mm fastMRI-like data (16 coils, 2x readout oversampling)")
+    p.add_argument("--init", type=Path, default=None, help="start from this U-Net file or bundled name (fine-tune)")
     return p
 
 

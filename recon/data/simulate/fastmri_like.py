@@ -71,32 +71,60 @@ def correlated_noise(shape: tuple[int, ...], cov: np.ndarray, std: float, rng: n
     return std * np.moveaxis(moved @ chol.T, -1, -3).astype(np.complex64) if c else white
 
 
+def pad_to_recon(images: torch.Tensor) -> torch.Tensor:
+    """Centre 1 mm BrainWeb slices in the recon field of view: complex [S, 217, 181] -> [S, 224, 192]."""
+    h, w = RECON_SHAPE
+    ph, pw = h - images.shape[-2], w - images.shape[-1]
+    return torch.nn.functional.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+
+
+def acquire(x: torch.Tensor, maps: torch.Tensor, noise_rel: float, correlation: float, oversample: int,
+            rng: np.random.Generator) -> dict:
+    """Fully sampled noisy multi-coil k-space of recon-size images, the readout oversampled.
+
+    Args:
+        x: complex [S, 224, 192] images in the recon field of view.
+        maps: complex [C, oversample * 224, 192] coil maps.
+        noise_rel, correlation, oversample: as `FastMRILikeSpec`.
+        rng: draws the coil covariance, then the noise.
+
+    Returns:
+        ``{"kspace": complex64 [S, C, oversample * 224, 192], "noise_std": float (per real/imag part, rms over
+        coils), "noise_std_per_coil": [C], "coil_cov": [C, C]}``.
+    """
+    h = RECON_SHAPE[0]
+    oh = h * oversample
+    x = torch.nn.functional.pad(x, (0, 0, (oh - h) // 2, oh - h - (oh - h) // 2))
+    coil_images = maps * x.unsqueeze(-3)
+    k = fft2c(coil_images).numpy()
+    std = noise_rel * float(np.percentile(coil_images.abs().pow(2).sum(-3).sqrt().numpy(), 99))
+    cov = coil_covariance(maps.shape[0], correlation, rng)
+    k = (k + correlated_noise(k.shape, cov, std, rng)).astype(np.complex64)
+    noise_per_coil = std * np.sqrt(np.real(np.diag(cov)))
+    return {"kspace": k, "noise_std": float(np.sqrt(np.mean(noise_per_coil**2))),
+            "noise_std_per_coil": noise_per_coil, "coil_cov": cov}
+
+
+def header_for(oversample: int):
+    """The fastMRI header of a file with this readout oversampling (recon size `RECON_SHAPE`)."""
+    from recon.data.io import FastMRIHeader
+    h, w = RECON_SHAPE
+    return FastMRIHeader((h * oversample, w, 1), (h, w, 1), 0, w)
+
+
 def simulate_volume(subject: int, spec: FastMRILikeSpec, root: Path | str | None = None) -> dict:
     """k-space complex64 [S, C, oversample * 224, 192], target float32 [S, 224, 192], and the true noise std."""
     from recon.data.brainweb import SHARED_DATA, brainweb_slices
-    from recon.data.io import center_crop, rss_target
-    from recon.data.io import FastMRIHeader
+    from recon.data.io import rss_target
     from recon.data.simulate.mri import birdcage_maps
 
     rng = np.random.default_rng([spec.seed, subject])
     imgs = brainweb_slices(subject, spec.contrast, rng, n_slices=spec.n_slices, root=root or SHARED_DATA)
-    x = torch.from_numpy(imgs)
-    h, w = RECON_SHAPE
-    ph, pw = h - x.shape[-2], w - x.shape[-1]
-    x = torch.nn.functional.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-    oh = h * spec.oversample
-    x = torch.nn.functional.pad(x, (0, 0, (oh - h) // 2, oh - h - (oh - h) // 2))
-    maps = birdcage_maps(spec.n_coils, (oh, w), radius=1.5)
-    coil_images = maps * x.unsqueeze(-3)
-    k = fft2c(coil_images).numpy()
-    std = spec.noise_rel * float(np.percentile(coil_images.abs().pow(2).sum(-3).sqrt().numpy(), 99))
-    cov = coil_covariance(spec.n_coils, spec.correlation, rng)
-    k = (k + correlated_noise(k.shape, cov, std, rng)).astype(np.complex64)
-    header = FastMRIHeader((oh, w, 1), (h, w, 1), 0, w)
+    maps = birdcage_maps(spec.n_coils, (RECON_SHAPE[0] * spec.oversample, RECON_SHAPE[1]), radius=1.5)
+    out = acquire(pad_to_recon(torch.from_numpy(imgs)), maps, spec.noise_rel, spec.correlation, spec.oversample, rng)
+    k, header = out["kspace"], header_for(spec.oversample)
     target = torch.stack([rss_target(torch.from_numpy(k[i]), header) for i in range(k.shape[0])]).numpy()
-    noise_per_coil = std * np.sqrt(np.real(np.diag(cov)))
-    return {"kspace": k, "target": target.astype(np.float32), "noise_std": float(np.sqrt(np.mean(noise_per_coil**2))),
-            "noise_std_per_coil": noise_per_coil, "coil_cov": cov}
+    return {**out, "target": target.astype(np.float32)}
 
 
 def write_volume(path: Path, subject: int, spec: FastMRILikeSpec, root: Path | str | None = None) -> Path:

@@ -214,3 +214,52 @@ def test_bundled_ct_unet_beats_fbp_on_test_slices():
     out = unet_ct(y, op, load_unet("unet-head-ct"), unit=unit).mean / unit
     # measured: FBP 33.6 dB, U-Net 36.4 dB (+2.9 dB) on these slices; 2 dB leaves margin for rounding
     assert psnr(target, out) > base + 2.0
+
+
+def _disc_images(n: int) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 224), torch.linspace(-1, 1, 192), indexing="ij")
+    disc = ((xx**2 + yy**2) < 0.5).to(torch.complex64)
+    return torch.stack([disc * (1 + 0.5j * k) for k in range(n)])
+
+
+def test_fastmri_like_pairs_crop_the_oversampled_rss_to_the_recon_size():
+    from recon.baselines.unet_training import fastmri_like_pairs
+
+    x = _disc_images(2)
+    zf, target = fastmri_like_pairs(x, np.random.default_rng(0), ((4.0, 0.08),), noise_rel=0.0, correlation=0.0)
+    assert zf.shape == target.shape == (2, 224, 192) and not zf.is_complex()
+    # birdcage maps have sum |S|^2 = 1, so the noiseless RSS target is |x| (oversampling cropped away)
+    assert torch.allclose(target, x.abs(), atol=1e-4)
+    assert (zf - target).abs().mean() > 0.02   # 4x undersampling leaves aliasing
+    noisy = fastmri_like_pairs(x, np.random.default_rng(0), ((4.0, 0.08),), noise_rel=0.02, correlation=0.2)[1]
+    background = noisy[:, :20, :20]           # RSS of 16 coils' noise: mean about sqrt(2 * 16) * std ...
+    assert 0.5 * 0.02 * 32**0.5 < float(background.mean()) < 1.5 * 0.02 * 32**0.5
+
+
+def test_fastmri_like_fine_tuning_starts_from_init_and_validates_at_1mm(tmp_path):
+    from recon.baselines.unet_training import fastmri_like_pairs
+
+    g = np.random.default_rng(0)
+    x = _disc_images(2)
+    vzf, vt = fastmri_like_pairs(x, g, ((4.0, 0.08),), 0.01, 0.2)
+    small = (g.random((3, 24, 24)) + 0j).astype(np.complex64)
+    vk = torch.fft.fft2(torch.from_numpy(small)[:, None].repeat(1, 8, 1, 1)).numpy()
+    np.savez(tmp_path / "data.npz", images=small, val_kspace=vk, val_target=np.abs(small).astype(np.float32),
+             val_volume=np.zeros(3, dtype=np.int64), fm_images=x.numpy(), fm_val_zf=vzf.numpy(),
+             fm_val_target=vt.numpy(), fm_val_volume=np.zeros(2, dtype=np.int64))
+    torch.save(_net().state_dict(), tmp_path / "init.pt")   # a bare fastMRI state dict
+    cfg = UNetTrainingConfig(task="brain-mri", out=tmp_path / "run", cache=tmp_path / "data.npz", steps=2, chans=4,
+                             pools=2, batch=1, lr=0.0, ckpt_minutes=100, fastmri_like=1.0, init=tmp_path / "init.pt")
+    summary = run_train_unet(cfg)
+    trained = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=False)["net"]
+    assert all(torch.equal(trained[k], v) for k, v in _net().state_dict().items())   # lr 0 keeps the init
+    assert set(summary["validation"]) >= {"val_psnr_1mm", "val_psnr_1mm_input"}
+    header = (tmp_path / "run" / "loss.csv").read_text().splitlines()[0]
+    assert header.endswith("val_psnr,val_psnr_input,val_psnr_1mm,val_psnr_1mm_input")
+    np.savez(tmp_path / "old.npz", images=small, val_kspace=vk, val_target=np.abs(small).astype(np.float32),
+             val_volume=np.zeros(3, dtype=np.int64))
+    with pytest.raises(ValueError, match="without the fastMRI-like data"):
+        run_train_unet(UNetTrainingConfig(task="brain-mri", out=tmp_path / "r2", cache=tmp_path / "old.npz",
+                                          fastmri_like=0.5))
+    with pytest.raises(ValueError, match="fastmri_like"):
+        UNetTrainingConfig(task="head-ct", out=tmp_path, fastmri_like=0.5)
