@@ -109,36 +109,6 @@ def coverage(mean: np.ndarray, std: np.ndarray, reference: np.ndarray, lam: floa
     return float(inside[obj].mean())
 
 
-def sparsification(width: np.ndarray, error: np.ndarray, reference: np.ndarray,
-                   fractions: np.ndarray = np.linspace(0.0, 0.95, 20)) -> dict[str, Any]:
-    """Sparsification curve of an uncertainty map over the reference's object pixels (all slices pooled).
-
-    Removing the fraction f of pixels with the widest intervals first, ``curve[f]`` is the mean |error| of the
-    pixels left, over the mean |error| of all of them; ``oracle`` removes the largest errors first (the best any
-    ordering can do) and a random ordering stays at 1. ``ause`` is the area between curve and oracle over
-    `fractions` (0 = the widths rank the errors perfectly); ``aurg`` the area between 1 and the curve (> 0:
-    better than random). Inputs [..., H, W]; `error` is reference - mean (sign ignored).
-    """
-    obj = object_mask(reference)
-    w, e = np.asarray(width, dtype=np.float64)[obj], np.abs(np.asarray(error, dtype=np.float64))[obj]
-    n = len(e)
-    if n == 0:
-        raise ValueError("sparsification: the reference has no object pixels")
-    k = np.minimum((np.asarray(fractions) * n).astype(np.int64), n - 1)
-
-    def remaining_mean(sorted_e: np.ndarray) -> np.ndarray:
-        suffix = np.concatenate([np.cumsum(sorted_e[::-1])[::-1], [0.0]])
-        return suffix[k] / (n - k) / (suffix[0] / n)
-
-    def area(y: np.ndarray) -> float:  # trapezoid rule over `fractions`
-        return float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(fractions)))
-
-    curve = remaining_mean(e[np.argsort(-w, kind="stable")])
-    oracle = remaining_mean(np.sort(e)[::-1])
-    return {"fractions": np.asarray(fractions).tolist(), "curve": curve.tolist(), "oracle": oracle.tolist(),
-            "ause": area(curve - oracle), "aurg": area(1.0 - curve)}
-
-
 @dataclass
 class CalibrationEntry:
     """One fitted setting: which lambda, from which data, and how it was chosen."""
