@@ -142,4 +142,3 @@ def test_the_bundled_brain_table_is_a_crc_fit_on_enough_validation_slices():
     assert entry is not None and entry.band == iv.accel_band(4.0)
     lam, record = iv.choose_lambda(table, "dds", "mri", 4.0, rel_std=float(np.mean(entry.rel_std_range)))
     assert record["calibrated"] and lam == entry.lam
-
