@@ -218,7 +218,8 @@ def test_ccdf_is_not_a_projection_subclass():
 def test_ccdf_keeps_its_hyper_parameters_and_defaults():
     fields = {f.name: f.default for f in dataclasses.fields(CCDF)}
     assert fields == {"snr": 0.32, "corrector_steps": 0, "dc": "auto", "lam": 1.0, "cg_iters": 3,
-                      "noised_measurement": None, "sigma_min": None, "sigma_start": 0.1, "init": "least-squares"}
+                      "noised_measurement": None, "sigma_min": None, "sigma_start": 0.1, "start_noise": 3.0,
+                      "init": "least-squares"}
     assert CCDF.default_nfe == 20 and CCDF.name == "ccdf"
 
 
@@ -240,3 +241,18 @@ def test_ccdf_hyper_parameters_reach_the_data_consistency():
     corrected = run(corrector_steps=1)
     # NFE = n_steps * (1 + c) - c: 4 buys 2 steps, which spend 3 (no corrector after the last step)
     assert corrected.hparams["n_steps"] == 2 and corrected.nfe == 3
+
+
+
+def test_ccdf_start_is_raised_to_three_sigma_y_and_capped_at_the_prior_range():
+    from types import SimpleNamespace
+
+    def ctx(sigma_y: float, sigma_max: float = 5.0):  # what start_level reads of a Context
+        return SimpleNamespace(sigma_y=sigma_y, prior=SimpleNamespace(info=SimpleNamespace(sigma_max=sigma_max)))
+
+    assert CCDF().start_level(ctx(0.01)) == 0.1                 # 3 sigma_y = 0.03 < sigma_start: unchanged
+    assert CCDF().start_level(ctx(0.2)) == pytest.approx(0.6)   # noisy data: 3 sigma_y
+    assert CCDF().start_level(ctx(0.2, sigma_max=0.4)) == 0.4   # never above the prior's range
+    assert CCDF(start_noise=0.0).start_level(ctx(0.2)) == 0.1
+    with pytest.raises(solvers.SolverError, match="start_noise"):
+        CCDF(start_noise=-1.0).start_level(ctx(0.2))
