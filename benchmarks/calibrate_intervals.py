@@ -172,15 +172,15 @@ def main(argv: list[str] | None = None) -> int:
     for accel in a.accels:
         band = iv.accel_band(accel)
         extra = ["--device", a.device, *(["--samples", "2", "--nfe", "5"] if a.smoke else [])]
+        val_out, test_out = a.work / f"val-R{accel:g}", a.work / f"test-R{accel:g}"
         if not a.fit_only:
-            reconstruct_dds(val, a.work / f"val-R{accel:g}", a.methods, accel, a.prior, extra)
-            reconstruct_dds(test, a.work / f"test-R{accel:g}", a.methods, accel, a.prior, extra)
+            reconstruct_dds(val, val_out, a.methods, accel, a.prior, extra)
+            reconstruct_dds(test, test_out, a.methods, accel, a.prior, extra)
+        if not (any(val_out.glob("*.h5")) and any(test_out.glob("*.h5"))):
+            print(f"skipped: {accel:g}x: no outputs in {val_out} or {test_out}", flush=True)
+            continue
         for m in a.methods:
-            folders = [a.work / f"{split}-R{accel:g}" for split in ("val", "test")]
-            if not all(any(d.glob("*.h5")) for d in folders):
-                print(f"skipped: {m} at {accel:g}x: no outputs in {folders[0]} or {folders[1]}", flush=True)
-                continue
-            mean, std, ref = collect(folders[0], m)
+            mean, std, ref = collect(val_out, m)
             try:
                 entry = iv.fit_entry(m, "mri", band, mean, std, ref, data=f"BrainWeb {a.val_subjects} x {a.slices} "
                                      f"slices, fastMRI-like, random {accel:g}x")
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"skipped: {e}", flush=True)
                 continue
             table.entries.append(entry)
-            tm, ts, tr = collect(folders[1], m)
+            tm, ts, tr = collect(test_out, m)
             g = iv.gaussian_lambda(0.05)
             lo, hi = iv.interval(tm, ts, entry.lam)
             width = hi - lo

@@ -31,6 +31,7 @@ budget) is `priors.fit.fit`; settings are a `UNetTrainingConfig`, built from the
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, fields
@@ -141,6 +142,16 @@ def fastmri_like_images(subjects: Sequence[int], n_slices: int, seed: int,
     return np.concatenate(out).astype(np.complex64)
 
 
+@functools.lru_cache(maxsize=1)
+def _fastmri_like_maps() -> torch.Tensor:
+    """The 16 birdcage maps of the fastMRI-like files, complex [16, 448, 192] (computed once; read-only use)."""
+    from recon.data.simulate.fastmri_like import RECON_SHAPE, FastMRILikeSpec
+    from recon.data.simulate.mri import birdcage_maps
+
+    return birdcage_maps(FASTMRI_LIKE_COILS, (RECON_SHAPE[0] * FastMRILikeSpec().oversample, RECON_SHAPE[1]),
+                         radius=1.5)
+
+
 def fastmri_like_pairs(images: torch.Tensor, rng: np.random.Generator,
                        settings: Sequence[tuple[float, float]] = BRAIN_SETTINGS,
                        noise_rel: float | None = None, correlation: float | None = None
@@ -151,15 +162,13 @@ def fastmri_like_pairs(images: torch.Tensor, rng: np.random.Generator,
     both images cropped to the recon size as fastMRI's `reconstruction_rss`."""
     from recon.data.io import center_crop
     from recon.data.simulate.fastmri_like import RECON_SHAPE, FastMRILikeSpec, acquire
-    from recon.data.simulate.mri import birdcage_maps
 
     spec = FastMRILikeSpec()
     if noise_rel is None:
         noise_rel = spec.noise_rel * float(np.exp(rng.uniform(*np.log(FASTMRI_LIKE_NOISE))))
     if correlation is None:
         correlation = float(rng.uniform(*FASTMRI_LIKE_CORRELATION))
-    maps = birdcage_maps(FASTMRI_LIKE_COILS, (RECON_SHAPE[0] * spec.oversample, RECON_SHAPE[1]), radius=1.5)
-    k = torch.from_numpy(acquire(images, maps, noise_rel, correlation, spec.oversample, rng)["kspace"])
+    k = torch.from_numpy(acquire(images, _fastmri_like_maps(), noise_rel, correlation, spec.oversample, rng)["kspace"])
     masks = random_masks(len(images), k.shape[-1], rng, settings)
     zf, target = zero_filled_and_target(k, masks)
     return center_crop(zf, RECON_SHAPE), center_crop(target, RECON_SHAPE)

@@ -222,7 +222,7 @@ class SettingsCache:
             except (KeyError, ValueError, OSError) as e:
                 raise UsageError(str(e).strip("'\"")) from None
         return MethodConfig(prior=prior, n_samples=a.samples, nfe=a.nfe, seed=a.seed, unet=unet,
-                              progress=not a.quiet, intervals=table)
+                            progress=not a.quiet, intervals=table)
 
 
 class Terminated(KeyboardInterrupt):
