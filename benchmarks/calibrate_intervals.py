@@ -6,10 +6,12 @@ report coverage and width on test data before and after calibration.
 
 1. writes fastMRI-like files (`recon.data.simulate.fastmri_like`) for the validation and test subjects (cached),
    then one file per slice, so that a run stopped part-way (a session's end) resumes at the next slice;
-2. runs `recon reconstruct` on them with default flags (random mask at each acceleration); it skips the
-   slices already done, so the command can be rerun until every slice is reconstructed;
+2. runs `recon reconstruct` on them with default flags (random mask at each acceleration), one method at a time
+   into WORK/METHOD/{val,test}-RX (so a method added later does not recompute the others); it skips the slices
+   already done, so the command can be rerun until every slice is reconstructed;
 3. fits lambda per method and acceleration band on the validation outputs (`recon.intervals.fit_entry`,
-   conformal risk control, alpha = 0.05) and writes `priors/weights/PRIOR.calibration.json`;
+   conformal risk control, alpha = 0.05) and puts the entries into `priors/weights/PRIOR.calibration.json`
+   (entries of other methods and bands already there are kept);
 4. on the test outputs: coverage of the object pixels and mean width with the Gaussian rule (1.96 std)
    and with the calibrated lambda, and Spearman(width, |error|) over 8 x 8 patches; a markdown table.
 """
@@ -45,11 +47,6 @@ def split_slices(files: list[Path], folder: Path) -> list[Path]:
                                   recon_size=recon_size, attrs=attrs)
                 out.append(p)
     return out
-
-
-def reconstruct_dds(files: list[Path], out: Path, methods: list[str], accel: float, prior: str | None,
-                    extra: list[str] = ()) -> None:
-    reconstruct(files, out, ",".join(methods), "random", accel, [*(["--prior", prior] if prior else []), *extra])
 
 
 def collect(out: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -97,11 +94,9 @@ def sparsification(width: np.ndarray, error: np.ndarray, obj: np.ndarray) -> dic
             "ause": area(curve - oracle), "aurg": area(1.0 - curve)}
 
 
-def save(table: iv.CalibrationTable, rows: list[dict], a: argparse.Namespace) -> None:
-    """Write the table (next to the prior unless --table) and the markdown report (after every band, so a stopped
-    run keeps them)."""
-    from priors.registry import WEIGHTS_DIR
-    table.save(a.table or WEIGHTS_DIR / f"{a.prior}.calibration.json")
+def save(table: iv.CalibrationTable, rows: list[dict], a: argparse.Namespace, table_file: Path) -> None:
+    """Write the table and the markdown report (after every band, so a stopped run keeps them)."""
+    table.save(table_file)
     lines = ["# Calibrated 95% intervals (fastMRI-like BrainWeb, `recon reconstruct` defaults)", "",
              f"Command: `python -m benchmarks.calibrate_intervals --work WORK --slices {a.slices} --test-slices "
              f"{a.test_slices} --accels {' '.join(f'{x:g}' for x in a.accels)} --methods {' '.join(a.methods)}`", "",
@@ -166,20 +161,22 @@ def main(argv: list[str] | None = None) -> int:
 
     val = split_slices(make_files(a.data / "val", a.val_subjects, a.slices), a.data / "val-slices")
     test = split_slices(make_files(a.data / "test", a.test_subjects, a.test_slices), a.data / "test-slices")
-    table = iv.CalibrationTable(a.prior, notes="fitted by benchmarks/calibrate_intervals.py on fastMRI-like "
-                                               "BrainWeb validation files, recon reconstruct defaults")
+    table_file = a.table or iv.table_path(a.prior)
+    table = (iv.CalibrationTable.load(table_file) if table_file.exists() else
+             iv.CalibrationTable(a.prior, notes="fitted by benchmarks/calibrate_intervals.py on fastMRI-like "
+                                                "BrainWeb validation files, recon reconstruct defaults"))
     rows = []
     for accel in a.accels:
         band = iv.accel_band(accel)
-        extra = ["--device", a.device, *(["--samples", "2", "--nfe", "5"] if a.smoke else [])]
-        val_out, test_out = a.work / f"val-R{accel:g}", a.work / f"test-R{accel:g}"
-        if not a.fit_only:
-            reconstruct_dds(val, val_out, a.methods, accel, a.prior, extra)
-            reconstruct_dds(test, test_out, a.methods, accel, a.prior, extra)
-        if not (any(val_out.glob("*.h5")) and any(test_out.glob("*.h5"))):
-            print(f"skipped: {accel:g}x: no outputs in {val_out} or {test_out}", flush=True)
-            continue
+        extra = ["--prior", a.prior, "--device", a.device, *(["--samples", "2", "--nfe", "5"] if a.smoke else [])]
         for m in a.methods:
+            val_out, test_out = a.work / m / f"val-R{accel:g}", a.work / m / f"test-R{accel:g}"
+            if not a.fit_only:
+                reconstruct(val, val_out, m, "random", accel, extra)
+                reconstruct(test, test_out, m, "random", accel, extra)
+            if not (any(val_out.glob("*.h5")) and any(test_out.glob("*.h5"))):
+                print(f"skipped: {m} {accel:g}x: no outputs in {val_out} or {test_out}", flush=True)
+                continue
             mean, std, ref = collect(val_out, m)
             try:
                 entry = iv.fit_entry(m, "mri", band, mean, std, ref, data=f"BrainWeb {a.val_subjects} x {a.slices} "
@@ -187,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError as e:  # too few validation slices for alpha
                 print(f"skipped: {e}", flush=True)
                 continue
-            table.entries.append(entry)
+            table.put(entry)
             tm, ts, tr = collect(test_out, m)
             g = iv.gaussian_lambda(0.05)
             lo, hi = iv.interval(tm, ts, entry.lam)
@@ -202,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                          "sparsification": sparsification(width, tr - tm, obj)})
             print(json.dumps(rows[-1]), flush=True)
         if not a.smoke and rows:
-            save(table, rows, a)
+            save(table, rows, a, table_file)
     return 0
 
 

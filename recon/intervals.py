@@ -140,6 +140,11 @@ class CalibrationTable:
         return next((e for e in self.entries if e.method == method and e.modality == modality and e.band == band),
                     None)
 
+    def put(self, entry: CalibrationEntry) -> None:
+        """Add `entry`, replacing the entry of the same method, modality and band if there is one."""
+        key = (entry.method, entry.modality, entry.band)
+        self.entries = [e for e in self.entries if (e.method, e.modality, e.band) != key] + [entry]
+
     def save(self, path: Path) -> None:
         from recon.data.io import atomic_path
         with atomic_path(path) as tmp:

@@ -93,6 +93,15 @@ def test_choose_lambda_falls_back_and_says_so(tmp_path):
     assert not rec["calibrated"]
 
 
+def test_table_put_replaces_the_same_method_and_band_only():
+    table = iv.CalibrationTable("p", [iv.CalibrationEntry("dds", "mri", "R<=5", 3.0, 0.05, "crc", 40),
+                                      iv.CalibrationEntry("dds", "mri", "R>5", 3.5, 0.05, "crc", 40)])
+    table.put(iv.CalibrationEntry("ccdf", "mri", "R<=5", 4.0, 0.05, "crc", 40))
+    table.put(iv.CalibrationEntry("dds", "mri", "R>5", 3.7, 0.05, "crc", 40))
+    assert [(e.method, e.band, e.lam) for e in table.entries] == [("dds", "R<=5", 3.0), ("ccdf", "R<=5", 4.0),
+                                                                  ("dds", "R>5", 3.7)]
+
+
 def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_path):
     import h5py
     import json
