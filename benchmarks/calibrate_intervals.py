@@ -114,6 +114,8 @@ def save(table: iv.CalibrationTable, rows: list[dict], a: argparse.Namespace, ta
                      f"{100 * r['width_gauss'] / r['ref_max']:.2f}% | {100 * r['width'] / r['ref_max']:.2f}% | "
                      f"{r['spearman']:.2f} | {r['sparsification']['ause']:.3f} | {r['sparsification']['aurg']:.3f} | "
                      f"{r['n_test']} |")
+    lines += ["", "Data unlike the calibration set (the real 8-coil T1 file, evaluation only): "
+                  "`benchmarks/results/intervals_real_t1.md`."]
     write_report(a.report, lines)
     a.report.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     plot_sparsification(rows, a.report.with_suffix(".png"))
