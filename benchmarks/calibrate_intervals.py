@@ -49,10 +49,13 @@ def split_slices(files: list[Path], folder: Path) -> list[Path]:
     return out
 
 
-def collect(out: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Display-unit mean, std and reference slices [S, H, W] of one method over an output folder."""
-    means, stds, refs = [], [], []
+def collect(out: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Display-unit mean, std and reference slices [S, H, W] of one method over an output folder, and the
+    sampler settings they were made with (`recon.intervals.sampler_settings`; the same for every file)."""
+    means, stds, refs, settings = [], [], [], []
     for h5 in sorted(out.glob("*.h5")):
+        record = json.loads(h5.with_suffix(".json").read_text())
+        settings.append(iv.sampler_settings(record["solvers"][method]["nfe"], record["hparams"][method]))
         with h5py.File(h5) as f:
             g = f[f"solvers/{method}"]
             slices = json.loads(g.attrs["slices"])
@@ -61,7 +64,9 @@ def collect(out: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             means.append(g["mean"][()])
             stds.append(g["std"][()])
             refs.append(f["reference"][()][rows])
-    return np.concatenate(means), np.concatenate(stds), np.concatenate(refs)
+    if any(x != settings[0] for x in settings):
+        raise ValueError(f"{out}: {method} was run with different settings across files")
+    return np.concatenate(means), np.concatenate(stds), np.concatenate(refs), settings[0]
 
 
 def patch_spearman(width: np.ndarray, err: np.ndarray, ref: np.ndarray, size: int = 8) -> float:
@@ -179,15 +184,15 @@ def main(argv: list[str] | None = None) -> int:
             if not (any(val_out.glob("*.h5")) and any(test_out.glob("*.h5"))):
                 print(f"skipped: {m} {accel:g}x: no outputs in {val_out} or {test_out}", flush=True)
                 continue
-            mean, std, ref = collect(val_out, m)
+            mean, std, ref, sampler = collect(val_out, m)
             try:
                 entry = iv.fit_entry(m, "mri", band, mean, std, ref, data=f"BrainWeb {a.val_subjects} x {a.slices} "
-                                     f"slices, fastMRI-like, random {accel:g}x")
+                                     f"slices, fastMRI-like, random {accel:g}x", sampler=sampler)
             except ValueError as e:  # too few validation slices for alpha
                 print(f"skipped: {e}", flush=True)
                 continue
             table.put(entry)
-            tm, ts, tr = collect(test_out, m)
+            tm, ts, tr, _ = collect(test_out, m)
             g = iv.gaussian_lambda(0.05)
             lo, hi = iv.interval(tm, ts, entry.lam)
             width = hi - lo

@@ -20,7 +20,9 @@ Two ways to pick ``lam`` from n calibration images (slices):
   None and the table records that.
 
 Tables are JSON files beside each prior (``priors/weights/NAME.calibration.json``): one entry per method
-and setting (modality, acceleration band), with the data it was fitted on.
+and setting (modality, acceleration band), with the data it was fitted on and the sampler settings it was fitted
+with (NFE, number of samples, the method's hyper-parameters): a run with other settings has another spread, so its
+interval is flagged uncalibrated.
 """
 from __future__ import annotations
 
@@ -125,6 +127,7 @@ class CalibrationEntry:
     validation_coverage: float | None = None
     data: str = ""
     rel_std_range: tuple[float, float] | None = None   # 5th-95th percentile of relative_std over the images
+    sampler: dict[str, Any] | None = None       # `sampler_settings` of the runs it was fitted on
 
 
 @dataclass
@@ -185,9 +188,39 @@ def load_table(prior_name: str) -> CalibrationTable | None:
     return CalibrationTable.load(path) if path.exists() else None
 
 
+RUN_SPECIFIC = ("seed", "scale", "sigma_y", "n_steps")  # recorded hyper-parameters that follow the data or the seed
+
+
+def sampler_settings(nfe: int, hparams: dict[str, Any]) -> dict[str, Any]:
+    """What a posterior's spread depends on besides the data: NFE, number of samples and the method's
+    hyper-parameters (a `Posterior.hparams` record without its run-specific entries)."""
+    return {"nfe": nfe, **{k: v for k, v in hparams.items() if k not in RUN_SPECIFIC}}
+
+
+def settings_mismatch(method: str, fitted: dict[str, Any], run: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """{name: (fitted value, run value)} for every sampler setting where `run` differs from `fitted`. A setting the
+    calibration does not record is taken at the method's default (a hyper-parameter added later defaults to the
+    earlier behaviour)."""
+    import dataclasses
+
+    import solvers
+    try:
+        defaults = {f.name: f.default for f in dataclasses.fields(solvers.get_method(method))}
+    except solvers.SolverError:
+        defaults = {}
+    out = {}
+    for k, v in run.items():
+        ref = fitted.get(k, defaults.get(k, v))
+        if ref != v:
+            out[k] = (ref, v)
+    return out
+
+
 def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.ndarray, reference: np.ndarray,
-              alpha: float = 0.05, delta: float = 0.1, data: str = "") -> CalibrationEntry:
-    """Fit lambda on calibration slices (display-unit mean/std/reference [S, H, W])."""
+              alpha: float = 0.05, delta: float = 0.1, data: str = "",
+              sampler: dict[str, Any] | None = None) -> CalibrationEntry:
+    """Fit lambda on calibration slices (display-unit mean/std/reference [S, H, W]) made with the sampler
+    settings `sampler` (`sampler_settings`)."""
     loss = losses(mean, std, reference)
     lam = crc_lambda(loss, alpha)
     if not math.isfinite(lam):
@@ -196,7 +229,7 @@ def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.n
     rel = relative_std(mean, std)
     return CalibrationEntry(method, modality, band, lam, alpha, "crc", loss.shape[0],
                             rcps_lambda(loss, alpha, delta), delta, coverage(mean, std, reference, lam), data,
-                            (float(np.percentile(rel, 5)), float(np.percentile(rel, 95))))
+                            (float(np.percentile(rel, 5)), float(np.percentile(rel, 95))), sampler)
 
 
 def gaussian_lambda(alpha: float) -> float:
@@ -206,12 +239,14 @@ def gaussian_lambda(alpha: float) -> float:
 
 
 def choose_lambda(table: CalibrationTable | None, method: str, modality: str, acceleration: float | None,
-                  alpha: float = 0.05, rel_std: float | None = None) -> tuple[float, dict[str, Any]]:
+                  alpha: float = 0.05, rel_std: float | None = None,
+                  sampler: dict[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
     """Lambda for a reconstruction and a record of where it came from.
 
     A matching table entry with the same alpha is used ("calibrated"), unless `rel_std` (the data's
-    `relative_std`, median over slices) lies outside half to twice the range seen in calibration: then it is
-    still used but flagged uncalibrated (data unlike the calibration set). Without an entry: the largest lambda
+    `relative_std`, median over slices) lies outside half to twice the range seen in calibration, or the run's
+    `sampler` settings (`sampler_settings`) differ from the entry's: then it is still used but flagged
+    uncalibrated (data or settings unlike the calibration's). Without an entry: the largest lambda
     the table holds for this method and modality (the most conservative calibrated value), else the Gaussian
     quantile; both flagged "uncalibrated" with the reason.
     """
@@ -219,11 +254,17 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     if entry is not None and abs(entry.alpha - alpha) < 1e-12:
         rec = {"calibrated": True, "lambda": entry.lam, "rule": entry.rule, "band": entry.band,
                "n_images": entry.n_images, "data": entry.data}
+        why = []
         lo_hi = entry.rel_std_range
         if rel_std is not None and lo_hi is not None and not 0.5 * lo_hi[0] <= rel_std <= 2.0 * lo_hi[1]:
-            rec.update(calibrated=False, reason=f"relative std {rel_std:.4f} is outside the calibration data's "
-                                                f"[{lo_hi[0]:.4f}, {lo_hi[1]:.4f}] (x0.5..x2): data unlike the "
-                                                "calibration set; the interval's coverage is not guaranteed here")
+            why.append(f"relative std {rel_std:.4f} is outside the calibration data's [{lo_hi[0]:.4f}, "
+                       f"{lo_hi[1]:.4f}] (x0.5..x2): data unlike the calibration set")
+        diff = settings_mismatch(method, entry.sampler, sampler) if entry.sampler and sampler else {}
+        if diff:
+            why.append("sampler settings unlike the calibration's (" + ", ".join(
+                f"{k} {a} there, {b} here" for k, (a, b) in diff.items()) + ")")
+        if why:
+            rec.update(calibrated=False, reason="; ".join(why) + "; the interval's coverage is not guaranteed here")
         return entry.lam, rec
     same = [e for e in (table.entries if table else []) if e.method == method and e.modality == modality
             and abs(e.alpha - alpha) < 1e-12]

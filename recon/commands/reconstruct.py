@@ -63,6 +63,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(2 for reduced fields of view with wrap-around)")
     p.add_argument("--noise-std", default="auto", help="MRI k-space noise std per real/imag part, in the file's "
                    "units: auto (estimated from the data), a value, or 0 (noiseless)")
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.NAME=VALUE", dest="hparams",
+                   help="a posterior method's hyper-parameter (a field of its class in solvers/), e.g. "
+                        "dds.eta=0.85; repeatable; VALUE is JSON (number, true/false, null) or else text. "
+                        "Recorded in the JSON's hparams; a calibrated interval fitted with other values is "
+                        "flagged uncalibrated")
     p.add_argument("--samples", type=int, default=8, help="posterior samples per slice")
     p.add_argument("--nfe", type=int, default=None, help="network evaluations (default: each solver's)")
     p.add_argument("--seed", type=int, default=0)
@@ -112,6 +117,36 @@ def parse_noise_std(text: str) -> float | None:
     return value
 
 
+def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict]:
+    """``["dds.eta=0.85", ...]`` -> ``{"dds": {"eta": 0.85}}``, each name checked against the method's fields."""
+    import solvers
+
+    out: dict[str, dict] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (eq and dot and method and name):
+            raise UsageError(f"--set expects METHOD.NAME=VALUE, got '{item}'")
+        method = method.strip().lower().replace("_", "-")
+        if method not in POSTERIOR_METHODS:
+            raise UsageError(f"--set {key}: '{method}' is not a posterior method ({', '.join(POSTERIOR_METHODS)})")
+        if method not in methods:
+            raise UsageError(f"--set {key}: {method} is not one of --solver {','.join(methods)}")
+        fields = {f.name: f.default for f in dataclasses.fields(solvers.get_method(method))}
+        if name not in fields:
+            raise UsageError(f"--set {key}: {method} has no hyper-parameter '{name}'; valid: {', '.join(sorted(fields))}")
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text
+        default = fields[name]
+        numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
+        if numeric and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
+            raise UsageError(f"--set {key}: expects a finite number (default {default}), got '{text}'")
+        out.setdefault(method, {})[name] = value
+    return out
+
+
 def _check_numbers(args: argparse.Namespace) -> None:
     if args.views < 1:
         raise UsageError(f"--views must be >= 1, got {args.views}")
@@ -152,7 +187,7 @@ def build_config(args: argparse.Namespace):
         ct=CTSpec(args.views, args.arc, args.I0, args.seed), slices=parse_slices(args.slices),
         device=args.device, n_maps=parse_maps(args.maps), noise_std=parse_noise_std(args.noise_std),
         primary=primary, save_samples=args.save_samples, save_maps=args.save_maps, export=exports,
-        quiet=args.quiet, prior_name=args.prior or "")
+        quiet=args.quiet, prior_name=args.prior or "", hparams=parse_hparams(args.hparams, methods))
     cfg.settings_hash = settings_hash(args, cfg)
     return cfg
 
@@ -165,7 +200,8 @@ def settings_hash(args: argparse.Namespace, cfg) -> str:
               "ct": dataclasses.asdict(cfg.ct), "slices": cfg.slices, "n_maps": cfg.n_maps, "noise_std": cfg.noise_std,
               "samples": args.samples, "nfe": args.nfe, "prior": args.prior, "prior_family": args.prior_family,
               "prior_config": args.prior_config, "unet": args.unet, "modality": args.modality,
-              "save_samples": cfg.save_samples, "save_maps": cfg.save_maps, "export": cfg.export, "version": VERSION}
+              "save_samples": cfg.save_samples, "save_maps": cfg.save_maps, "export": cfg.export, "version": VERSION,
+              **({"hparams": cfg.hparams} if cfg.hparams else {})}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -222,7 +258,7 @@ class SettingsCache:
             except (KeyError, ValueError, OSError) as e:
                 raise UsageError(str(e).strip("'\"")) from None
         return MethodConfig(prior=prior, n_samples=a.samples, nfe=a.nfe, seed=a.seed, unet=unet,
-                            progress=not a.quiet, intervals=table)
+                            progress=not a.quiet, hparams=cfg.hparams, intervals=table)
 
 
 class Terminated(KeyboardInterrupt):

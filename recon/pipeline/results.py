@@ -218,7 +218,9 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05) -> None
             continue
         mean, std = np.stack(r.means), np.stack(r.stds)
         rel = float(np.median(intervals.relative_std(mean, std)))
-        lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel)
+        sampler = intervals.sampler_settings(r.nfe, r.hparams) if r.hparams else None
+        lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
+                                              sampler)
         lower, upper = intervals.interval(mean, std, lam, magnitude=result.modality == "mri")
         record["relative_std"] = rel
         if result.reference is not None:

@@ -33,6 +33,7 @@ class ReconstructConfig:
         export: subset of {"nifti", "dicom"}.
         quiet: no progress bars.
         prior_name: recorded in the outputs.
+        hparams: posterior methods' hyper-parameter overrides, e.g. ``{"dds": {"eta": 0.85}}`` (`--set`).
         settings_hash: digest of every setting that changes results (recorded; reruns compare it).
     """
 
@@ -49,6 +50,7 @@ class ReconstructConfig:
     export: tuple[str, ...] = ()
     quiet: bool = False
     prior_name: str = ""
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings_hash: str = ""
 
 

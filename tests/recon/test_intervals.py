@@ -151,3 +151,19 @@ def test_the_bundled_brain_table_is_a_crc_fit_on_enough_validation_slices():
     assert entry is not None and entry.band == iv.accel_band(4.0)
     lam, record = iv.choose_lambda(table, "dds", "mri", 4.0, rel_std=float(np.mean(entry.rel_std_range)))
     assert record["calibrated"] and lam == entry.lam
+
+
+def test_choose_lambda_flags_sampler_settings_unlike_the_calibrations():
+    fitted = iv.sampler_settings(50, {"eta": 1.0, "gamma_scale": 1.0, "n_samples": 8, "seed": 0, "sigma_y": 0.01})
+    assert fitted == {"nfe": 50, "eta": 1.0, "gamma_scale": 1.0, "n_samples": 8}  # seed and sigma_y follow the run
+    table = iv.CalibrationTable("p", [iv.CalibrationEntry("dds", "mri", "R<=5", 3.0, 0.05, "crc", 40, sampler=fitted)])
+    lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, "seed": 3})
+    assert lam == 3.0 and rec["calibrated"]
+    for change, words in [({"nfe": 20}, "nfe 50 there, 20 here"), ({"n_samples": 4}, "n_samples 8 there, 4 here"),
+                          ({"gamma_scale": 0.25}, "gamma_scale 1.0 there, 0.25 here"),
+                          # not recorded in the entry: compared with the sampler's default (0.0)
+                          ({"posterior_below": 10.0}, "posterior_below 0.0 there, 10.0 here")]:
+        lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, **change})
+        assert lam == 3.0 and not rec["calibrated"] and words in rec["reason"]
+    lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, "posterior_below": 0.0})
+    assert rec["calibrated"]

@@ -94,7 +94,7 @@ NOISY = [
     # lose some variance, as in the noiseless case (measured 0.23, 0.87; 200 NFE: 0.21, 0.96)
     ("dds", dict(nfe=50, renoise="posterior", gamma_scale=1.0), 0.4, (0.75, 1.1)),
     # "posterior" re-noising only below 10 sigma_y (where gamma ||A||^2 < 100), the paper's above: close to the
-    # posterior at the cost of 0.04 dB on validation images (measured 0.35, 0.86)
+    # posterior at the cost of 0.04-0.10 dB on validation images (measured 0.35, 0.86)
     ("dds", dict(nfe=50, posterior_below=10.0), 0.45, (0.75, 1.0)),
     # every predictor and corrector move of variance tau followed by the proximal step of the true likelihood
     # (gamma = tau / sigma_y^2, capped at the noiseless gradient step): a split-step discretisation of the

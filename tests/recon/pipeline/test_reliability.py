@@ -454,6 +454,12 @@ def test_header_errors_name_the_field(tmp_path, capsys):
     (["--center-fraction", "1.5"], "--center-fraction must be in (0, 1)"),
     (["--nfe", "0"], "--nfe must be >= 1"),
     (["--primary", "sense"], "--primary sense is not one of --solver zero-filled"),
+    (["--set", "dds.eta=1"], "--set dds.eta: dds is not one of --solver zero-filled"),
+    (["--set", "unet.chans=4"], "--set unet.chans: 'unet' is not a posterior method"),
+    (["--solver", "dds", "--set", "eta=1"], "--set expects METHOD.NAME=VALUE, got 'eta=1'"),
+    (["--solver", "dds", "--set", "dds.etta=1"], "--set dds.etta: dds has no hyper-parameter 'etta'; valid: "),
+    (["--solver", "dds", "--set", "dds.eta=fast"], "--set dds.eta: expects a finite number (default 1.0), got 'fast'"),
+    (["--solver", "dds", "--set", "dds.cg_iters=true"], "--set dds.cg_iters: expects a finite number"),
 ])
 def test_bad_options_exit_2_before_any_work(tmp_path, capsys, argv, message):
     src = _mri(tmp_path / "in" / "case.h5")
@@ -504,3 +510,18 @@ def test_a_foreign_file_with_an_output_name_is_never_overwritten(tmp_path, capsy
         assert cli(["reconstruct", str(src), "--out", str(tmp_path / "out"), *FAST, *extra]) == 1
         assert "was not written by recon reconstruct" in capsys.readouterr().err
     assert _sha(raw) == before and sorted(p.name for p in (tmp_path / "out").iterdir()) == ["case.h5"]
+
+
+def test_set_reaches_the_sampler_and_unfits_the_interval_calibration(tmp_path):
+    src = _mri(tmp_path / "in" / "case.h5", n_slices=1)
+    out = tmp_path / "out"
+    base = ["--solver", "dds", "--quiet", "--accel", "3", "--center-fraction", "0.25", "--nfe", "3", "--samples", "2"]
+    assert cli(["reconstruct", str(src), "--out", str(out), *base, "--set", "dds.eta=0.5",
+                "--set", "dds.renoise=posterior"]) == 0
+    s = _json(out / "case.json")
+    assert s["hparams"]["dds"]["eta"] == 0.5 and s["hparams"]["dds"]["renoise"] == "posterior"
+    rec = s["solvers"]["dds"]["interval"]
+    assert not rec["calibrated"] and "eta 1.0 there, 0.5 here" in rec["reason"]
+    # other hyper-parameters are other settings: the rerun recomputes instead of skipping
+    assert cli(["reconstruct", str(src), "--out", str(out), *base, "--set", "dds.eta=0.7"]) == 0
+    assert _json(out / "case.json")["hparams"]["dds"]["eta"] == 0.7
