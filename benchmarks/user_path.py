@@ -8,12 +8,13 @@ resolution), one row per method and setting, numbers read from the JSON it write
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_report
+from benchmarks.common import machine, write_report
 from recon.cli import main as cli
 
 METHODS = "dds,l1-wavelet,unet,zero-filled"
@@ -122,9 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             "", "Each --extra-work folder holds `recon reconstruct FILES --out FOLDER/MASK-R --solver METHODS --mask "
             "MASK --accel R` for the same files (the same masks: the zero-filled rows agree)."] if a.extra_work else []),
         "",
-        "Files: 16 coils, 2x readout oversampling, correlated coil noise at the real T1 file's level, 1 mm, "
-        "224 x 192 recon size. PSNR / SSIM: fastMRI convention per volume (data range = volume max of "
-        "`reconstruction_rss`), mean over files.", "", *full, "",
+        f"{datetime.date.today()}, {machine()}.", "",
+        f"Files: BrainWeb test subjects {', '.join(map(str, a.subjects))} x {a.slices} slices (T1w), 16 coils, 2x "
+        "readout oversampling, correlated coil noise at the real T1 file's level, 1 mm, 224 x 192 recon size; "
+        "default centre fraction. PSNR / SSIM: fastMRI convention per volume (data range = volume max of "
+        "`reconstruction_rss`), mean over files. `unet` is the bundled `unet-brain-mri` (trained with random "
+        "masks: equispaced is out of distribution for it; its model card).", "", *full, "",
         f"The same outputs, PSNR over the object only (reference >= {OBJECT_FRACTION:g} of its volume max; "
         "the background of `reconstruction_rss` is the RSS of the coils' noise, which a network trained on such "
         "targets reproduces and a SENSE-combined posterior mean does not):", "", *obj])
