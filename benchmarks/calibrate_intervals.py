@@ -52,21 +52,22 @@ def split_slices(files: list[Path], folder: Path) -> list[Path]:
 def collect(out: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Display-unit mean, std and reference slices [S, H, W] of one method over an output folder, and the
     sampler settings they were made with (`recon.intervals.sampler_settings`; the same for every file)."""
-    means, stds, refs, settings = [], [], [], []
-    for h5 in sorted(out.glob("*.h5")):
-        record = json.loads(h5.with_suffix(".json").read_text())
-        settings.append(iv.sampler_settings(record["solvers"][method]["nfe"], record["hparams"][method]))
-        with h5py.File(h5) as f:
-            g = f[f"solvers/{method}"]
-            slices = json.loads(g.attrs["slices"])
-            done = json.loads(f.attrs["input_slices"])  # rows of `reference`
-            rows = [done.index(s) for s in slices] if "reference" in f else []
-            means.append(g["mean"][()])
-            stds.append(g["std"][()])
-            refs.append(f["reference"][()][rows])
-    if any(x != settings[0] for x in settings):
+    parts = [collect_file(h5, method) for h5 in sorted(out.glob("*.h5"))]
+    if any(p[3] != parts[0][3] for p in parts):
         raise ValueError(f"{out}: {method} was run with different settings across files")
-    return np.concatenate(means), np.concatenate(stds), np.concatenate(refs), settings[0]
+    return (*(np.concatenate([p[i] for p in parts]) for i in range(3)), parts[0][3])
+
+
+def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """`collect` for one output file (its JSON beside it)."""
+    record = json.loads(h5.with_suffix(".json").read_text())
+    with h5py.File(h5) as f:
+        g = f[f"solvers/{method}"]
+        slices = json.loads(g.attrs["slices"])
+        done = json.loads(f.attrs["input_slices"])  # rows of `reference`
+        rows = [done.index(s) for s in slices] if "reference" in f else []
+        return (g["mean"][()], g["std"][()], f["reference"][()][rows],
+                iv.sampler_settings(record["solvers"][method]["nfe"], record["hparams"][method]))
 
 
 def patch_spearman(width: np.ndarray, err: np.ndarray, ref: np.ndarray, size: int = 8) -> float:
@@ -146,6 +147,30 @@ def plot_sparsification(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def evaluate(outputs: list[Path], methods: list[str]) -> list[str]:
+    """Markdown rows for `recon reconstruct` outputs with a reference (e.g. the real T1 file): PSNR, coverage and
+    width (% of the reference max) with 1.96 std and with the lambda the pipeline chose, and whether it called that
+    lambda calibrated."""
+    rows = ["| file | method | PSNR | lambda | calibrated | coverage, 1.96 std | coverage, pipeline's lambda | "
+            "width 1.96 std | width, pipeline's lambda |", "|---|---|---|---|---|---|---|---|---|"]
+    g = iv.gaussian_lambda(0.05)
+    for h5 in outputs:
+        record = json.loads(h5.with_suffix(".json").read_text())
+        for m in methods:
+            tm, ts, tr, _ = collect_file(h5, m)
+            s = record["solvers"][m]
+            lam = s["interval"]["lambda"]
+            obj, peak = iv.object_mask(tr), float(tr.max())
+            widths = []
+            for x in (g, lam):
+                lo, hi = iv.interval(tm, ts, x)
+                widths.append(float((hi - lo)[obj].mean()) / peak)
+            rows.append(f"| {h5.parent.name}/{h5.stem} | {m} | {s['psnr']:.2f} | {lam:.2f} | "
+                        f"{'yes' if s['interval']['calibrated'] else 'no'} | {iv.coverage(tm, ts, tr, g):.3f} | "
+                        f"{iv.coverage(tm, ts, tr, lam):.3f} | {100 * widths[0]:.2f}% | {100 * widths[1]:.2f}% |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("benchmarks/data/fastmri_like"))
@@ -164,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit-only", action="store_true",
                     help="reconstruct nothing: fit and report on the slices already in --work")
     ap.add_argument("--smoke", action="store_true", help="2 samples, 5 NFE, no table written: checks the plumbing")
+    ap.add_argument("--evaluate", type=Path, nargs="+", default=None, metavar="OUT.h5",
+                    help="only print coverage / width rows of these `recon reconstruct` outputs (--methods)")
     a = ap.parse_args(argv)
+    if a.evaluate:
+        print("\n".join(evaluate(a.evaluate, a.methods)))
+        return 0
 
     val = split_slices(make_files(a.data / "val", a.val_subjects, a.slices), a.data / "val-slices")
     test = split_slices(make_files(a.data / "test", a.test_subjects, a.test_slices), a.data / "test-slices")
