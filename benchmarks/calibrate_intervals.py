@@ -158,12 +158,13 @@ def evaluate(outputs: list[Path], methods: list[str]) -> list[str]:
         record = json.loads(h5.with_suffix(".json").read_text())
         for m in methods:
             tm, ts, tr, _ = collect_file(h5, m)
+            tm, tr = iv.interval_units(tm, record["modality"]), iv.interval_units(tr, record["modality"])
             s = record["solvers"][m]
             lam = s["interval"]["lambda"]
             obj, peak = iv.object_mask(tr), float(tr.max())
             widths = []
             for x in (g, lam):
-                lo, hi = iv.interval(tm, ts, x)
+                lo, hi = iv.interval(tm, ts, x, magnitude=record["modality"] == "mri")
                 widths.append(float((hi - lo)[obj].mean()) / peak)
             rows.append(f"| {h5.parent.name}/{h5.stem} | {m} | {s['psnr']:.2f} | {lam:.2f} | "
                         f"{'yes' if s['interval']['calibrated'] else 'no'} | {iv.coverage(tm, ts, tr, g):.3f} | "

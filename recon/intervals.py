@@ -52,6 +52,16 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
 
 
+CT_AIR_HU = -1000.0  # CT images are shown in HU; intervals work on HU - CT_AIR_HU (air at 0, as attenuation)
+
+
+def interval_units(values: np.ndarray, modality: str) -> np.ndarray:
+    """Display values in the units intervals and object masks work in: MRI magnitudes as they are, CT HU shifted
+    so that air is 0 (otherwise |HU| >= 10% of the max selects air and bone, not the soft tissue). Subtract
+    `interval_units(0, modality)` from bounds computed here to return to display units."""
+    return np.asarray(values) - CT_AIR_HU if modality == "ct" else np.asarray(values)
+
+
 def object_mask(image: np.ndarray) -> np.ndarray:
     """bool [..., H, W]: pixels at least OBJECT_LEVEL of their slice's maximum (`solvers.posterior.object_mask`)."""
     return posterior.object_mask(_t(image)).numpy()

@@ -175,3 +175,30 @@ def test_choose_lambda_flags_sampler_settings_unlike_the_calibrations():
         assert lam == 3.0 and not rec["calibrated"] and words in rec["reason"]
     lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, "posterior_below": 0.0})
     assert rec["calibrated"]
+
+
+def test_ct_intervals_are_in_hu_and_scored_over_the_tissue_not_the_air():
+    """CT outputs are in HU: coverage and width count the head (air shifted to 0, as attenuation), not the pixels
+    whose |HU| is large (air and bone), and the bounds come back in HU, unclipped."""
+    from statistics import NormalDist
+
+    from recon.pipeline.results import add_intervals
+    from recon.pipeline.volume import MethodVolume, VolumeResult
+
+    rng = np.random.default_rng(0)
+    ref = np.full((4, 64, 64), -1000.0)
+    yy, xx = np.mgrid[:64, :64]
+    head = (yy - 32) ** 2 + (xx - 32) ** 2 < 24 ** 2
+    ref[:, head] = 40.0
+    ref[:, 30:34, 30:34] = 1500.0
+    mean = ref.copy()
+    mean[:, head] += rng.normal(0.0, 30.0, (4, int(head.sum())))    # errors 3x the reported std inside the head
+    std = np.full(ref.shape, 10.0)
+    result = VolumeResult("ct", "ct", [0, 1, 2, 3], ref, ("fbp", ref),
+                          {"dds": MethodVolume(slices=[0, 1, 2, 3], means=list(mean), stds=list(std))}, {}, {})
+    add_intervals(result, None)
+    lo, hi, rec = result.intervals["dds"]
+    half = 1.959964 * 11.0                                            # lam (std + 0.1 mean object std)
+    expected = 2 * NormalDist().cdf(half / 30.0) - 1                  # 0.53; air and bone (exact) would give ~1
+    assert not rec["calibrated"] and rec["coverage_95"] == pytest.approx(expected, abs=0.02)
+    assert np.allclose(hi - lo, 2 * half) and np.allclose(lo[:, 0, 0], -1000.0 - half)
