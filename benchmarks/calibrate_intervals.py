@@ -158,7 +158,8 @@ def evaluate(outputs: list[Path], methods: list[str]) -> list[str]:
         record = json.loads(h5.with_suffix(".json").read_text())
         for m in methods:
             tm, ts, tr, _ = collect_file(h5, m)
-            tm, tr = iv.interval_units(tm, record["modality"]), iv.interval_units(tr, record["modality"])
+            shift = iv.interval_shift(record["modality"])
+            tm, tr = tm + shift, tr + shift
             s = record["solvers"][m]
             lam = s["interval"]["lambda"]
             obj, peak = iv.object_mask(tr), float(tr.max())

@@ -55,11 +55,11 @@ def _t(a: np.ndarray) -> torch.Tensor:
 CT_AIR_HU = -1000.0  # CT images are shown in HU; intervals work on HU - CT_AIR_HU (air at 0, as attenuation)
 
 
-def interval_units(values: np.ndarray, modality: str) -> np.ndarray:
-    """Display values in the units intervals and object masks work in: MRI magnitudes as they are, CT HU shifted
-    so that air is 0 (otherwise |HU| >= 10% of the max selects air and bone, not the soft tissue). Subtract
-    `interval_units(0, modality)` from bounds computed here to return to display units."""
-    return np.asarray(values) - CT_AIR_HU if modality == "ct" else np.asarray(values)
+def interval_shift(modality: str) -> float:
+    """What to add to display values before intervals and object masks (and subtract from the bounds after):
+    0 for MRI magnitudes; for CT HU, the shift that puts air at 0 (otherwise |HU| >= 10% of the max selects air
+    and bone, not the soft tissue)."""
+    return -CT_AIR_HU if modality == "ct" else 0.0
 
 
 def object_mask(image: np.ndarray) -> np.ndarray:
@@ -211,11 +211,9 @@ def settings_mismatch(method: str, fitted: dict[str, Any], run: dict[str, Any]) 
     """{name: (fitted value, run value)} for every sampler setting where `run` differs from `fitted`. A setting the
     calibration does not record is taken at the method's default (a hyper-parameter added later defaults to the
     earlier behaviour)."""
-    import dataclasses
-
     import solvers
     try:
-        defaults = {f.name: f.default for f in dataclasses.fields(solvers.get_method(method))}
+        defaults = solvers.hyper_parameters(method)
     except solvers.SolverError:
         defaults = {}
     out = {}

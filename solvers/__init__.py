@@ -38,19 +38,24 @@ def get_method(method: str) -> type[Sampler]:
     return METHODS[key]
 
 
+def hyper_parameters(method: str) -> dict[str, Any]:
+    """{name: default} of a method's hyper-parameters (its dataclass fields)."""
+    return {f.name: f.default for f in dataclasses.fields(get_method(method))}
+
+
 def sample(method: str, operator: LinearOperator, y: torch.Tensor, prior: Prior, *, n_samples: int = 8,
            nfe: int | None = None, seed: int = 0, progress: bool = True, callback=None, sigma_y: float = 0.0,
            scale: float | None = None, **hparams: Any) -> Posterior:
     """Run one posterior-sampling method; `hparams` are the method's dataclass fields (see each class), the
     other keywords are `Sampler.run`'s."""
     cls = get_method(method)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(hparams) - names)
+    names = hyper_parameters(method)
+    unknown = sorted(set(hparams) - set(names))
     if unknown:
         raise SolverError(f"{cls.name}: unknown hyper-parameter(s) {unknown}; valid: {sorted(names)}")
     return cls(**hparams).run(operator, y, prior, n_samples=n_samples, nfe=nfe, seed=seed, progress=progress,
                               callback=callback, sigma_y=sigma_y, scale=scale)
 
 
-__all__ = ["sample", "get_method", "METHODS", "Posterior", "Sampler", "Context", "SolverError",
+__all__ = ["sample", "get_method", "hyper_parameters", "METHODS", "Posterior", "Sampler", "Context", "SolverError",
            "Projection", "ScoreALD", "DPS", "DDS", "CCDF"]

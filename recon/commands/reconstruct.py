@@ -132,7 +132,7 @@ def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict]:
             raise UsageError(f"--set {key}: '{method}' is not a posterior method ({', '.join(POSTERIOR_METHODS)})")
         if method not in methods:
             raise UsageError(f"--set {key}: {method} is not one of --solver {','.join(methods)}")
-        fields = {f.name: f.default for f in dataclasses.fields(solvers.get_method(method))}
+        fields = solvers.hyper_parameters(method)
         if name not in fields:
             raise UsageError(f"--set {key}: {method} has no hyper-parameter '{name}'; valid: {', '.join(sorted(fields))}")
         try:

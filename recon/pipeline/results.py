@@ -216,8 +216,8 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05) -> None
     for m, r in result.methods.items():
         if not (r.means and r.stds):
             continue
-        shift = float(intervals.interval_units(0.0, result.modality))  # CT: HU -> air at 0
-        mean, std = intervals.interval_units(np.stack(r.means), result.modality), np.stack(r.stds)
+        shift = intervals.interval_shift(result.modality)  # CT: HU -> air at 0
+        mean, std = np.stack(r.means) + shift, np.stack(r.stds)
         rel = float(np.median(intervals.relative_std(mean, std)))
         sampler = intervals.sampler_settings(r.nfe, r.hparams) if r.hparams else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
@@ -225,7 +225,7 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05) -> None
         lower, upper = intervals.interval(mean, std, lam, magnitude=result.modality == "mri")
         record["relative_std"] = rel
         if result.reference is not None:
-            ref = intervals.interval_units(result.reference[result.rows(r.slices)], result.modality)
+            ref = result.reference[result.rows(r.slices)] + shift
             record["coverage_95"] = intervals.coverage(mean, std, ref, lam)
         record["mean_interval_width"] = float((upper - lower)[intervals.object_mask(mean)].mean())
         result.intervals[m] = (lower - shift, upper - shift, record)
