@@ -55,6 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", default="random", help="mask kind for fully sampled inputs (random, equispaced, "
                    "gaussian1d, gaussian2d, poisson, uniform2d)")
     p.add_argument("--accel", type=float, default=4.0, help="acceleration for fully sampled inputs")
+    p.add_argument("--mask-span", choices=["fastmri", "acquired"], default="fastmri",
+                   help="on files zero-padded in phase: build the mask over every phase line and zero the "
+                        "padding, as fastMRI's mask functions (fastmri), or over the acquired lines only "
+                        "(acquired: centre fraction and --accel counted over them)")
     p.add_argument("--center-fraction", type=float, default=None, help="default 0.08 (R<=4) or 0.04")
     p.add_argument("--views", type=int, default=60, help="CT: projection views simulated from HU volumes")
     p.add_argument("--arc", type=float, default=180.0, help="CT: angular range in degrees (< 180: limited angle)")
@@ -183,7 +187,7 @@ def build_config(args: argparse.Namespace):
         raise UsageError("--device cuda: no CUDA device is available")
     cf = args.center_fraction if args.center_fraction is not None else (0.08 if args.accel <= 4 else 0.04)
     cfg = ReconstructConfig(
-        solvers=methods, mask=MaskSpec(args.mask, args.accel, cf, args.seed),
+        solvers=methods, mask=MaskSpec(args.mask, args.accel, cf, args.seed, args.mask_span),
         ct=CTSpec(args.views, args.arc, args.I0, args.seed), slices=parse_slices(args.slices),
         device=args.device, n_maps=parse_maps(args.maps), noise_std=parse_noise_std(args.noise_std),
         primary=primary, save_samples=args.save_samples, save_maps=args.save_maps, export=exports,

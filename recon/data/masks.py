@@ -4,7 +4,12 @@ Semantics of `acceleration` and `center_fraction` follow fastMRI's `RandomMaskFu
 `EquispacedMaskFractionFunc` (`fastmri/data/subsample.py`): ``round(n * center_fraction)`` centre lines are
 always sampled, and the other lines are drawn so that about ``n / acceleration`` lines are sampled in total.
 All masks are deterministic for a seed. When `acquired=(left, right)` is given (zero-padded phase edges of
-fastMRI files), the mask is built over the acquired lines only and is zero outside them.
+fastMRI files), the mask is zero outside the acquired lines, and `span` says what it was built over:
+"fastmri" (default), the whole phase axis as fastMRI's mask functions see it, then zeroed outside the acquired
+lines as fastMRI's `apply_mask(..., padding=...)` does, so that a file padded in phase gets fastMRI's own
+masks (centre lines ``round(width * center_fraction)``; fewer lines are lost than R implies, and the
+achieved acceleration over the acquired lines is below R); or "acquired", the acquired lines only
+(centre lines and R counted over them).
 
 1D masks are float32 [W] (phase-encode lines, the last axis); 2D masks are float32 [H, W].
 """
@@ -19,6 +24,7 @@ import torch
 KINDS_1D = ("random", "equispaced", "gaussian1d")
 KINDS_2D = ("gaussian2d", "poisson", "uniform2d")
 KINDS = KINDS_1D + KINDS_2D
+SPANS = ("fastmri", "acquired")
 
 
 class MaskError(ValueError):
@@ -131,16 +137,19 @@ def make_mask(
     center_fraction: float = 0.08,
     seed: int = 0,
     acquired: tuple[int, int] | None = None,
+    span: str = "fastmri",
 ) -> Mask:
     """Build a mask for k-space of shape ``(H, W) = (readout, phase)``.
 
     Args:
         kind: one of `KINDS`.
         shape: (readout, phase) size of the k-space.
-        acceleration: wanted acceleration R > 1 (over the acquired lines).
+        acceleration: wanted acceleration R > 1 (over the lines of `span`).
         center_fraction: fraction of lines (1D) or of each side (2D) fully sampled at the centre.
         seed: the random seed (``np.random.RandomState(seed)``, as fastMRI).
         acquired: phase range [left, right) that holds data; the mask is zero outside.
+        span: "fastmri" (built over all W lines, then zeroed outside `acquired`) or "acquired" (built
+            over the acquired lines only); the same when nothing is padded.
     """
     if kind not in KINDS:
         raise MaskError(f"unknown mask kind '{kind}'; choose one of {', '.join(KINDS)}")
@@ -148,11 +157,14 @@ def make_mask(
         raise MaskError(f"acceleration must be > 1, got {acceleration}")
     if not 0 <= center_fraction < 1:
         raise MaskError(f"center_fraction must be in [0, 1), got {center_fraction}")
+    if span not in SPANS:
+        raise MaskError(f"unknown mask span '{span}'; choose one of {', '.join(SPANS)}")
     h, w = shape
     left, right = acquired or (0, w)
     if not 0 <= left < right <= w:
         raise MaskError(f"acquired range [{left}, {right}) does not fit {w} phase-encode lines")
-    n = right - left
+    lo, hi = (left, right) if span == "acquired" else (0, w)   # the lines the mask is built over
+    n = hi - lo
     if n / acceleration <= round(n * center_fraction) and kind in ("random", "equispaced"):
         raise MaskError(f"acceleration {acceleration} with centre fraction {center_fraction} is impossible: "
                         f"the centre alone samples {round(n * center_fraction)} of {n} lines")
@@ -160,7 +172,7 @@ def make_mask(
     if kind in KINDS_1D:
         fn = {"random": random_1d, "equispaced": equispaced_1d, "gaussian1d": gaussian_1d}[kind]
         full = np.zeros(w, dtype=bool)
-        full[left:right] = fn(n, acceleration, center_fraction, rng)
+        full[lo:hi] = fn(n, acceleration, center_fraction, rng)
     else:
         sub = (h, n)
         if kind == "poisson":
@@ -168,5 +180,7 @@ def make_mask(
         else:
             part = {"gaussian2d": gaussian_2d, "uniform2d": uniform_2d}[kind](sub, acceleration, center_fraction, rng)
         full = np.zeros((h, w), dtype=bool)
-        full[:, left:right] = part
+        full[:, lo:hi] = part
+    full[..., :left] = False
+    full[..., right:] = False
     return Mask(torch.from_numpy(full.astype(np.float32)), kind, float(acceleration), (left, right))

@@ -2,6 +2,7 @@
 baselines, metrics and figures, one set of outputs per input file."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import warnings
 from pathlib import Path
@@ -162,7 +163,8 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> 
     result.extra = {"mask": np.stack(masks), "coil_maps": np.stack(maps) if maps else None}
     stds = [n["noise_std"] for n in noise]
     result.info = {"acceleration": round(problem.acceleration, 3), "mask": problem.mask_kind,
-                   "retrospective": problem.retrospective, "noise_std": float(np.median(stds)),
+                   "retrospective": problem.retrospective,
+                   "mask_request": dataclasses.asdict(cfg.mask) if problem.retrospective else None, "noise_std": float(np.median(stds)),
                    "noise": noise, "calibration": getattr(problem, "calibration", None)}
     return result
 

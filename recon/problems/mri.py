@@ -17,12 +17,17 @@ from recon.problems.noise import estimate_noise
 
 @dataclass(frozen=True)
 class MaskSpec:
-    """Retrospective undersampling of fully sampled data (ignored when the data are undersampled)."""
+    """Retrospective undersampling of fully sampled data (ignored when the data are undersampled).
+
+    `span`: what the mask is built over on files padded in phase (`recon.data.masks.make_mask`): "fastmri",
+    all phase lines then zeroed outside the acquired ones, as fastMRI's mask functions; or "acquired".
+    """
 
     kind: str = "random"
     acceleration: float = 4.0
     center_fraction: float = 0.08
     seed: int = 0
+    span: str = "fastmri"
 
 
 @dataclass
@@ -117,7 +122,7 @@ def prepare_mri_slice(
     reference = torch.as_tensor(target, dtype=torch.float32) if target is not None else None
     if fully:
         m = make_mask(mask_spec.kind, (h, w), mask_spec.acceleration, mask_spec.center_fraction,
-                      seed=mask_spec.seed, acquired=(left, right))
+                      seed=mask_spec.seed, acquired=(left, right), span=mask_spec.span)
         mask = m.mask.expand(h, w) if m.mask.dim() == 1 else m.mask
         accel, kind = m.acceleration, mask_spec.kind
         if reference is None:

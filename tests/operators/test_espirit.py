@@ -36,7 +36,8 @@ def test_espirit_recovers_birdcage_maps_up_to_common_phase():
 def test_acs_width_counts_only_the_centre_block_of_fastmri_masks(fraction, n_low):
     # fastMRI samples round(168 * fraction) centre lines; at 0.06 an equispaced line sits next to the
     # block on one side (11 contiguous lines) and must not be counted
-    m = make_mask("equispaced", (32, 256), 4, center_fraction=fraction, seed=0, acquired=(44, 212)).mask
+    m = make_mask("equispaced", (32, 256), 4, center_fraction=fraction, seed=0, acquired=(44, 212),
+                  span="acquired").mask
     assert round(168 * fraction) == n_low
     assert acs_width(torch.ones(2, 32, 256) * m) == n_low
 
@@ -84,7 +85,8 @@ def test_soft_sense_on_real_reduced_fov_data():
     # eigenvectors, the full readout extent of the centre as calibration region) 0.177 and 0.113.
     with h5py.File(FASTMRI_REAL, "r") as f:
         k = torch.from_numpy(f["kspace"][0])
-    mask = make_mask("equispaced", (320, 256), 4, center_fraction=0.0, seed=0, acquired=(44, 212)).mask
+    mask = make_mask("equispaced", (320, 256), 4, center_fraction=0.0, seed=0, acquired=(44, 212),
+                     span="acquired").mask
     mask[128 - 12: 128 + 12] = 1  # 24 ACS lines
     coil = ifft2c(k)
     r1 = _ls_residual(espirit_maps(k * mask, calib_width=24, n_maps=1), coil)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
-import types
 from pathlib import Path
 
 import h5py
@@ -18,6 +16,7 @@ from skimage.metrics import structural_similarity
 
 from recon.cli import main as cli
 from recon.evaluate import ALL, PRIMARY, EvaluationError, evaluate_directory, evaluate_file
+from tests.conftest import upstream_fastmri
 
 # (name, acquisition, target shape): one non-square target with an odd margin (41 x 32 -> rows 4..35, as
 # fastMRI crops: offset (41 - 32) // 2)
@@ -239,25 +238,9 @@ def test_cli_error_exit_1_names_the_file(dirs, capsys):
 # --- upstream fastmri.evaluate ------------------------------------------------------------------------
 
 def _upstream_evaluate(monkeypatch):
-    """fastmri.evaluate as installed (`pip install --no-deps fastmri runstats`), or skip.
-
-    `fastmri/data/__init__.py` imports its datasets (pandas, PyYAML, requests) which evaluate.py never
-    uses; when those are absent, `fastmri.data` is stood in by a bare package over the same folder, so
-    the unmodified `fastmri/evaluate.py` and `fastmri/data/transforms.py` run.
-    """
-    fastmri = pytest.importorskip("fastmri")
+    """fastmri.evaluate as installed (`pip install --no-deps fastmri runstats`), or skip."""
     pytest.importorskip("runstats")
-    try:
-        from fastmri import evaluate
-    except ImportError:
-        for mod in [m for m in sys.modules if m.startswith("fastmri.data") or m == "fastmri.evaluate"]:
-            monkeypatch.delitem(sys.modules, mod)
-        shim = types.ModuleType("fastmri.data")
-        shim.__path__ = [str(Path(fastmri.__file__).parent / "data")]
-        monkeypatch.setitem(sys.modules, "fastmri.data", shim)
-        monkeypatch.setattr(fastmri, "data", shim, raising=False)
-        from fastmri import evaluate
-    return evaluate
+    return upstream_fastmri("fastmri.evaluate", monkeypatch)
 
 
 def test_same_numbers_as_upstream_fastmri_evaluate(dirs, monkeypatch):

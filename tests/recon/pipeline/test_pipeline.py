@@ -77,7 +77,7 @@ def test_real_fastmri_file_with_two_map_sets(tmp_path):
     from priors.registry import load
     prior = load(TEST_DATA / "tiny_brain_prior.pt")
     # 24 ACS lines (0.143 of the 168 acquired): with fastMRI's 0.08 only 13 lines calibrate the maps
-    cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("equispaced", 4, 0.143, 0), n_maps=2, quiet=True)
+    cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("equispaced", 4, 0.143, 0, "acquired"), n_maps=2, quiet=True)
     s = reconstruct_file(FASTMRI_REAL, cfg, lambda m: MethodConfig(prior=prior, n_samples=2, nfe=10,
                                                                        progress=False), tmp_path)
     assert s["solvers"]["dds"]["psnr"] > s["solvers"]["zero-filled"]["psnr"]

@@ -150,7 +150,7 @@ def test_real_wrapped_file_gets_two_sets_that_beat_zero_filled(fraction, method,
     # zero-filled 23.26 / 24.18; one ESPIRiT set from the measured centre 19.88 / 19.90
     with h5py.File(FASTMRI_REAL, "r") as f:
         k = torch.from_numpy(f["kspace"][0])
-    mask = make_mask("equispaced", (320, 256), 4, fraction, seed=0, acquired=(44, 212)).mask
+    mask = make_mask("equispaced", (320, 256), 4, fraction, seed=0, acquired=(44, 212), span="acquired").mask
     y = k * mask
     cal = calibrate(y, mask, acquired_lines=168)
     assert cal.method == method and cal.n_maps == 2 and cal.second_set_fraction >= 0.1
