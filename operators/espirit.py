@@ -2,7 +2,7 @@
 
 The calibration follows the paper and BART ``ecalib``: a Hankel-structured calibration matrix of
 ``k x k`` kernels slid over the fully sampled centre -> SVD -> the row space (singular values above
-``thresh * max``) -> the per-pixel image-space operator ``G(r) = sum_k a_k(r) a_k(r)^H`` -> its leading
+``thresh * max`` and above the noise's Marchenko-Pastur edge when the noise std is given) -> the per-pixel image-space operator ``G(r) = sum_k a_k(r) a_k(r)^H`` -> its leading
 eigenvectors are the maps, zeroed where their eigenvalue is below ``crop``. The calibration region is
 a rectangle: every fully sampled readout row of the ACS block is used (a 1D Cartesian mask samples the
 whole readout), so a narrow ACS block still gives many kernel positions.
@@ -13,12 +13,16 @@ happens to put next to the block on one side is therefore not counted.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .fft import ifft2c
+
+
+NOISE_EDGE_SLACK = 1.2   # margin over the pure-noise edge (its largest singular value fluctuates ~1%)
 
 
 class CalibrationError(ValueError):
@@ -119,6 +123,7 @@ def espirit(
     crop: float = 0.95,
     n_maps: int = 2,
     calib_rows: int | None = None,
+    noise_std: float = 0.0,
 ) -> EspiritResult:
     """ESPIRiT on (possibly undersampled) multi-coil k-space.
 
@@ -127,6 +132,11 @@ def espirit(
         calib_width: wanted calibration width along the phase axis; the found ACS width caps it.
         kernel_width: wanted kernel width; `kernel_for` shrinks it for a narrow ACS block.
         thresh: singular values below ``thresh * max`` are dropped (null space).
+        noise_std: k-space noise std per real/imaginary part (0 = unknown); singular values below
+            `NOISE_EDGE_SLACK` times the largest singular value of a pure-noise calibration matrix,
+            ``sqrt(2) noise_std (sqrt(rows) + sqrt(cols))`` (Marchenko-Pastur edge), are dropped too:
+            on noisy data a relative threshold alone keeps noise directions, and the eigenvalue maps
+            become 1 everywhere (meaningless maps, a spurious second set).
         crop: eigenvalue threshold; maps are zero where their eigenvalue is below it.
         n_maps: number of eigenvectors kept.
         calib_rows: readout rows of the calibration region; None = all fully sampled rows of the ACS block.
@@ -146,7 +156,7 @@ def espirit(
             f"espirit: the fully sampled centre is {acs[0]} x {acs[1]} (readout x phase); ESPIRiT needs at "
             f"least {kernel + 3} x {kernel + 3} (sample more centre lines, e.g. a larger centre fraction)")
     calib = (min(acs[0], calib_rows) if calib_rows else acs[0], min(acs[1], calib_width))
-    gram = image_space_gram(ksp.astype(np.complex64), calib, kernel, thresh)   # [H, W, C, C]
+    gram = image_space_gram(ksp.astype(np.complex64), calib, kernel, thresh, noise_std)   # [H, W, C, C]
     evals, evecs = torch.linalg.eigh(gram)                                      # ascending
     evals = evals.flip(-1)[..., :n_maps].permute(2, 0, 1)                       # [M, H, W]
     mps = evecs.flip(-1)[..., :n_maps].permute(3, 2, 0, 1)                      # [M, C, H, W]
@@ -184,7 +194,7 @@ def calibration_matrix(calib: np.ndarray, kernel: int) -> np.ndarray:
 
 
 def image_space_gram(ksp: np.ndarray, calib: tuple[int, int], kernel: int, thresh: float,
-                     chunk: int = 16) -> torch.Tensor:
+                     noise_std: float = 0.0, chunk: int = 16) -> torch.Tensor:
     """Per-pixel ESPIRiT operator ``G(r) = sum_k a_k(r) a_k(r)^H`` -> complex128 [H, W, C, C].
 
     ksp: complex64 [C, H, W]; the calibration region is its centred ``calib`` block. ``a_k`` is the
@@ -195,8 +205,10 @@ def image_space_gram(ksp: np.ndarray, calib: tuple[int, int], kernel: int, thres
     ch, cw = calib
     top, left = (h - ch + 1) // 2, (w - cw + 1) // 2
     block = ksp[:, top: top + ch, left: left + cw]
-    _, s, vh = np.linalg.svd(calibration_matrix(block, kernel), full_matrices=False)
-    vh = vh[s > thresh * s.max()]
+    a = calibration_matrix(block, kernel)
+    _, s, vh = np.linalg.svd(a, full_matrices=False)
+    noise_edge = NOISE_EDGE_SLACK * math.sqrt(2.0) * noise_std * (math.sqrt(a.shape[0]) + math.sqrt(a.shape[1]))
+    vh = vh[s > max(thresh * s.max(), noise_edge)]
     kernels = torch.from_numpy(np.ascontiguousarray(vh.reshape(len(vh), n_coils, kernel, kernel)))
     gram = torch.zeros(h, w, n_coils, n_coils, dtype=torch.complex128)
     top, left = h // 2 - kernel // 2, w // 2 - kernel // 2

@@ -67,6 +67,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(2 for reduced fields of view with wrap-around)")
     p.add_argument("--noise-std", default="auto", help="MRI k-space noise std per real/imag part, in the file's "
                    "units: auto (estimated from the data), a value, or 0 (noiseless)")
+    p.add_argument("--magnitude", choices=["rss", "image"], default="rss",
+                   help="MRI: what a method's image estimate x is written as: rss, the fastMRI target it "
+                        "predicts (the RSS of the fully sampled noisy coil images: sqrt(|x|^2 + b^2), b the "
+                        "coils' noise floor; compared with reconstruction_rss), or image (|x|, no floor). "
+                        "std, samples and U-Net / zero-filled outputs are the same either way")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.NAME=VALUE", dest="hparams",
                    help="a posterior method's hyper-parameter (a field of its class in solvers/), e.g. "
                         "dds.eta=0.85; repeatable; VALUE is JSON (number, true/false, null) or else text. "
@@ -190,8 +195,8 @@ def build_config(args: argparse.Namespace):
         solvers=methods, mask=MaskSpec(args.mask, args.accel, cf, args.seed, args.mask_span),
         ct=CTSpec(args.views, args.arc, args.I0, args.seed), slices=parse_slices(args.slices),
         device=args.device, n_maps=parse_maps(args.maps), noise_std=parse_noise_std(args.noise_std),
-        primary=primary, save_samples=args.save_samples, save_maps=args.save_maps, export=exports,
-        quiet=args.quiet, prior_name=args.prior or "", hparams=parse_hparams(args.hparams, methods))
+        magnitude=args.magnitude, primary=primary, save_samples=args.save_samples, save_maps=args.save_maps,
+        export=exports, quiet=args.quiet, prior_name=args.prior or "", hparams=parse_hparams(args.hparams, methods))
     cfg.settings_hash = settings_hash(args, cfg)
     return cfg
 
@@ -202,6 +207,7 @@ def settings_hash(args: argparse.Namespace, cfg) -> str:
 
     record = {"solvers": cfg.solvers, "primary": cfg.primary, "mask": dataclasses.asdict(cfg.mask),
               "ct": dataclasses.asdict(cfg.ct), "slices": cfg.slices, "n_maps": cfg.n_maps, "noise_std": cfg.noise_std,
+              "magnitude": cfg.magnitude,
               "samples": args.samples, "nfe": args.nfe, "prior": args.prior, "prior_family": args.prior_family,
               "prior_config": args.prior_config, "unet": args.unet, "modality": args.modality,
               "save_samples": cfg.save_samples, "save_maps": cfg.save_maps, "export": cfg.export, "version": VERSION,

@@ -18,7 +18,7 @@ from recon.methods import MethodConfig, run_method
 from recon.pipeline.results import add_intervals, summarise, write_outputs
 from recon.pipeline.volume import MethodVolume, ReconstructConfig, SliceError, VolumeResult
 from recon.problems.ct import CTProblem, simulated_ct_problem
-from recon.problems.mri import MRIProblem, prepare_mri_slice
+from recon.problems.mri import MRIProblem, noise_floor, prepare_mri_slice
 from recon.problems.noise import NoiseEstimationWarning, rescale_record
 
 
@@ -57,11 +57,12 @@ def _slice_range(n: int, slices: tuple[int | None, int | None] | None, path: Pat
 
 
 def _run_methods(index: int, problem: MRIProblem | CTProblem, cfg: ReconstructConfig, settings: MethodConfig,
-                 methods: dict[str, MethodVolume], display: Callable[[torch.Tensor], torch.Tensor]) -> None:
+                 methods: dict[str, MethodVolume], display: Callable[[torch.Tensor], torch.Tensor],
+                 estimate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
     """Every method on one slice; a method's failure is recorded against it and the others go on."""
     for m in cfg.solvers:
         try:
-            methods[m].add(index, run_method(m, problem, settings), display, cfg.save_samples)
+            methods[m].add(index, run_method(m, problem, settings), display, cfg.save_samples, estimate)
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - reported per method and slice, the batch goes on
@@ -104,9 +105,13 @@ def intensity_scale(kspace: np.ndarray) -> float:
     return peak * level
 
 
-def _mri_display(problem: MRIProblem, scale: float) -> Callable[[torch.Tensor], torch.Tensor]:
+def _mri_display(problem: MRIProblem, scale: float, magnitude: str = "image") -> Callable[[torch.Tensor], torch.Tensor]:
+    """Images in file units on the recon grid: complex image estimates as |x| ("image") or as the fastMRI
+    target they predict ("rss": `MRIProblem.rss_estimate`); real images (U-Net) as they are."""
+    to_magnitude = problem.rss_estimate if magnitude == "rss" else problem.magnitude
+
     def show(img: torch.Tensor) -> torch.Tensor:
-        mag = problem.magnitude(img) if img.is_complex() else center_crop(img.abs(), problem.crop)
+        mag = to_magnitude(img) if img.is_complex() else center_crop(img.abs(), problem.crop)
         return mag.double() * scale
     return show
 
@@ -138,7 +143,7 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> 
         methods = {m: MethodVolume() for m in cfg.solvers}
         result = VolumeResult(path.stem, "mri", [], None, ("zero_filled", np.zeros(0)), methods, {}, {},
                               n_slices_file=vol.n_slices)
-        refs, zfs, masks, maps, noise = [], [], [], [], []
+        refs, zfs, masks, maps, noise, floors = [], [], [], [], [], []
         problem = None
         for i in tqdm(slices, desc=path.stem, disable=cfg.quiet, leave=False):
             prepared = _attempt(result, i, path, lambda: _prepare_mri(vol, i, cfg))
@@ -155,7 +160,9 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> 
                 result.warnings.append(f"slice {i}: {record['warning']}")
             if cfg.save_maps:
                 maps.append(problem.maps.cpu().numpy())
-            _run_methods(i, problem, cfg, settings, methods, _mri_display(problem, scale))
+            floors.append(noise_floor(problem.noise_std, problem.y.shape[-3]) * scale)
+            _run_methods(i, problem, cfg, settings, methods, _mri_display(problem, scale),
+                         _mri_display(problem, scale, cfg.magnitude))
     _finish(result, path)
     assert problem is not None
     result.reference = np.stack(refs) if all(r is not None for r in refs) else None
@@ -164,7 +171,10 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> 
     stds = [n["noise_std"] for n in noise]
     result.info = {"acceleration": round(problem.acceleration, 3), "mask": problem.mask_kind,
                    "retrospective": problem.retrospective,
-                   "mask_request": dataclasses.asdict(cfg.mask) if problem.retrospective else None, "noise_std": float(np.median(stds)),
+                   "mask_request": dataclasses.asdict(cfg.mask) if problem.retrospective else None,
+                   "magnitude": {"rule": cfg.magnitude,
+                                 "noise_floor": float(np.median(floors)) if cfg.magnitude == "rss" else 0.0},
+                   "noise_std": float(np.median(stds)),
                    "noise": noise, "calibration": getattr(problem, "calibration", None)}
     return result
 

@@ -28,6 +28,8 @@ class ReconstructConfig:
         device: torch device.
         n_maps: ESPIRiT map sets; None = chosen from the data.
         noise_std: k-space noise std per real/imag part in the file's units; None = estimated per slice.
+        magnitude: MRI means of image estimates: "rss" (the fastMRI target they predict, with the RSS noise
+            floor: `MRIProblem.rss_estimate`) or "image" (|x|). Samples and std are always |x|.
         primary: the primary method (None = the first of `solvers`).
         save_samples, save_maps: also store the posterior samples / coil maps.
         export: subset of {"nifti", "dicom"}.
@@ -44,6 +46,7 @@ class ReconstructConfig:
     device: str = "cpu"
     n_maps: int | None = None
     noise_std: float | None = None
+    magnitude: str = "rss"
     primary: str | None = None
     save_samples: bool = False
     save_maps: bool = False
@@ -77,9 +80,10 @@ class MethodVolume:
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def add(self, index: int, post: Posterior, display: Callable[[torch.Tensor], torch.Tensor],
-            keep_samples: bool) -> None:
-        """Record slice `index`; raises `SliceError` (and records nothing) for non-finite outputs."""
-        mean = display(post.mean).cpu().numpy()
+            keep_samples: bool, estimate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """Record slice `index`: the mean through `estimate` (default `display`), the samples and their std
+        through `display`; raises `SliceError` (and records nothing) for non-finite outputs."""
+        mean = (estimate or display)(post.mean).cpu().numpy()
         std = samples = None
         if post.samples is not None and post.samples.shape[0] > 1:
             shown = display(post.samples)

@@ -94,7 +94,7 @@ def nlinv_filled_centre(y: torch.Tensor, mask: torch.Tensor | None = None, width
 
 
 def calibrate(y: torch.Tensor, mask: torch.Tensor | None = None, n_maps: int | None = None,
-              calib_width: int = 24, acquired_lines: int | None = None) -> Calibration:
+              calib_width: int = 24, acquired_lines: int | None = None, noise_std: float = 0.0) -> Calibration:
     """Coil maps for undersampled multi-coil k-space.
 
     Args:
@@ -103,6 +103,8 @@ def calibrate(y: torch.Tensor, mask: torch.Tensor | None = None, n_maps: int | N
         n_maps: None chooses from the data; 1 or 2 asks for that many ESPIRiT sets.
         calib_width: wanted ESPIRiT calibration width (phase lines); the ACS width caps it.
         acquired_lines: phase lines that hold data (for the suggested centre fraction in errors).
+        noise_std: k-space noise std per real/imaginary part (0 = unknown): ESPIRiT drops the calibration
+            matrix's noise directions (`operators.espirit.espirit`).
 
     Returns: `Calibration` on the input's device.
 
@@ -126,7 +128,7 @@ def calibrate(y: torch.Tensor, mask: torch.Tensor | None = None, n_maps: int | N
         how = (f"ESPIRiT on a {calib_width}-line centre completed by NLINV ({width} ACS lines < {ESPIRIT_MIN_ACS}, "
                "too few for ESPIRiT alone)")
         data = nlinv_filled_centre(y, mask, calib_width)
-    res = espirit(data, calib_width=calib_width, crop=CROP, n_maps=2)
+    res = espirit(data, calib_width=calib_width, crop=CROP, n_maps=2, noise_std=noise_std)
     inside = float((res.eigvals[0] > CROP).sum())
     if inside == 0:
         raise CalibrationError(f"{how} gave all-zero coil maps: sample more centre lines, e.g. "

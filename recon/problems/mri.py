@@ -1,6 +1,7 @@
 """From a fastMRI slice to a reconstruction problem: sampling, coil maps, operator, reference, crop."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,9 +77,26 @@ class MRIProblem:
             mag = mag.pow(2).sum(-3).sqrt()
         return center_crop(mag, self.crop)
 
+    def rss_estimate(self, images: torch.Tensor) -> torch.Tensor:
+        """The fastMRI target predicted from image estimates: complex [..., (M,) H, W] -> real [..., rH, rW].
+
+        A multi-coil file's target (`reconstruction_rss`) is the RSS of the fully sampled coil images,
+        noise included, so it is not |x| but the noncentral chi mean of C coils' noise around |x|.
+        ``sqrt(|x|^2 + b^2)`` with ``b = noise_floor(noise_std, C)`` is that mean exactly where there is no
+        signal and within ``noise_std^2 / (4 |x|)`` of it at high SNR; it is |x| when the noise is 0.
+        """
+        b = noise_floor(self.noise_std, self.y.shape[-3])
+        return (self.magnitude(images).pow(2) + b * b).sqrt()
+
     def zero_filled(self) -> torch.Tensor:
         """fastMRI's zero-filled baseline: RSS of the inverse FFT of the measured k-space, cropped."""
         return center_crop(rss(ifft2c(self.y)), self.crop)
+
+
+def noise_floor(noise_std: float, n_coils: int) -> float:
+    """Mean RSS of `n_coils` coil images of pure complex noise with std `noise_std` per real/imaginary part:
+    the chi mean with 2C degrees of freedom, ``noise_std sqrt(2) Gamma(C + 1/2) / Gamma(C)``."""
+    return noise_std * math.sqrt(2.0) * math.exp(math.lgamma(n_coils + 0.5) - math.lgamma(n_coils))
 
 
 def reduce_readout(kspace: torch.Tensor, n_readout: int) -> torch.Tensor:
@@ -132,12 +150,13 @@ def prepare_mri_slice(
         accel = float(mask[:, left:right].numel() / max(float(mask[:, left:right].sum()), 1.0))
         kind = "file"
     y = k * mask
-    cal = calibrate(y, mask, n_maps=n_maps, calib_width=calib_width, acquired_lines=right - left)
+    sigma = noise.std if noise else float(noise_std)
+    cal = calibrate(y, mask, n_maps=n_maps, calib_width=calib_width, acquired_lines=right - left, noise_std=sigma)
     maps = cal.maps
     y, mask, maps = y.to(device), mask.to(device), maps.to(device)
     crop = (min(header.recon_size[0], h), min(header.recon_size[1], w))
     if reference is not None:
         reference = center_crop(reference, crop).to(device)
     return MRIProblem(y, mask, maps, MultiCoilMRI(maps, mask), crop, reference, accel, fully, kind,
-                      calibration=cal.record(), noise_std=noise.std if noise else float(noise_std),
+                      calibration=cal.record(), noise_std=sigma,
                       noise=noise.to_json() if noise else None)
