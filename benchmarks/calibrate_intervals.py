@@ -12,6 +12,9 @@ report coverage and width on test data before and after calibration.
 3. fits lambda per method and acceleration band on the validation outputs (`recon.intervals.fit_entry`,
    conformal risk control, alpha = 0.05) and puts the entries into `priors/weights/PRIOR.calibration.json`
    (entries of other methods and bands already there are kept);
+   The fit is always on the default magnitude rule (`recon reconstruct --magnitude rss`): outputs written
+   as |x| (with --magnitude image, or before the rule existed: no "magnitude" in their JSON) are converted
+   on reading (`as_rss`), exactly, since the rule is a function of |x| and the recorded noise std;
 4. on the test outputs: coverage of the object pixels and mean width with the Gaussian rule (1.96 std)
    and with the calibrated lambda, and Spearman(width, |error|) over 8 x 8 patches; a markdown table.
 """
@@ -25,6 +28,7 @@ import h5py
 import numpy as np
 
 from recon import intervals as iv
+from recon.problems.mri import rss_from_magnitude
 from benchmarks.common import write_report
 from benchmarks.user_path import make_files, reconstruct
 
@@ -66,8 +70,21 @@ def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndar
         slices = json.loads(g.attrs["slices"])
         done = json.loads(f.attrs["input_slices"])  # rows of `reference`
         rows = [done.index(s) for s in slices] if "reference" in f else []
-        return (g["mean"][()], g["std"][()], f["reference"][()][rows],
-                iv.sampler_settings(record["solvers"][method]["nfe"], record["hparams"][method]))
+        return (as_rss(g["mean"][()], record, slices), g["std"][()], f["reference"][()][rows],
+                iv.sampler_settings(record["solvers"][method]["nfe"], record["hparams"][method],
+                                    "rss" if record["modality"] == "mri" else None))
+
+
+def as_rss(mean: np.ndarray, record: dict, slices: list[int]) -> np.ndarray:
+    """A posterior method's means [S, H, W] of one MRI output under the default magnitude rule ("rss"): as
+    written when the output used it (and CT outputs as they are), else ``rss_from_magnitude`` of |x| with each slice's recorded noise std
+    and the source file's coil count."""
+    if record["modality"] != "mri" or record.get("magnitude", {}).get("rule", "image") == "rss":
+        return mean
+    with h5py.File(record["source"]["path"]) as src:
+        n_coils = src["kspace"].shape[1]
+    std = {n["slice"]: n["noise_std"] for n in record["noise"]}
+    return rss_from_magnitude(mean, np.array([std[s] for s in slices])[:, None, None], n_coils)
 
 
 def patch_spearman(width: np.ndarray, err: np.ndarray, ref: np.ndarray, size: int = 8) -> float:
@@ -108,6 +125,9 @@ def save(table: iv.CalibrationTable, rows: list[dict], a: argparse.Namespace, ta
              f"{a.test_slices} --accels {' '.join(f'{x:g}' for x in a.accels)} --methods {' '.join(a.methods)}`", "",
              "Coverage = fraction of object pixels (reference >= 10% of the slice max) inside the interval; width "
              "in % of the reference max; Spearman of width vs |error| over 8x8 object patches.", "",
+             "Means under the default magnitude rule (`--magnitude rss`, the fastMRI target the image predicts); "
+             "outputs written as |x| are converted on reading (`as_rss`: exact, a function of |x| and the "
+             "recorded noise std).", "",
              "AUSE / AURG: area between the sparsification curve of the calibrated width and the oracle's / the "
              "random ordering's (`recon.benchmark.stats.sparsification_curves`; curves in the JSON and PNG beside this file).", "",
              "| method | R | val slices | lambda (CRC) | lambda (RCPS) | val coverage | test coverage, 1.96 std | "

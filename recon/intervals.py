@@ -201,10 +201,12 @@ def load_table(prior_name: str) -> CalibrationTable | None:
 RUN_SPECIFIC = ("seed", "scale", "sigma_y", "n_steps")  # recorded hyper-parameters that follow the data or the seed
 
 
-def sampler_settings(nfe: int, hparams: dict[str, Any]) -> dict[str, Any]:
+def sampler_settings(nfe: int, hparams: dict[str, Any], magnitude: str | None = None) -> dict[str, Any]:
     """What a posterior's spread depends on besides the data: NFE, number of samples and the method's
-    hyper-parameters (a `Posterior.hparams` record without its run-specific entries)."""
-    return {"nfe": nfe, **{k: v for k, v in hparams.items() if k not in RUN_SPECIFIC}}
+    hyper-parameters (a `Posterior.hparams` record without its run-specific entries), and for MRI the rule
+    that places the interval's centre (`recon reconstruct --magnitude`)."""
+    return {"nfe": nfe, **{k: v for k, v in hparams.items() if k not in RUN_SPECIFIC},
+            **({"magnitude": magnitude} if magnitude else {})}
 
 
 def settings_mismatch(method: str, fitted: dict[str, Any], run: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

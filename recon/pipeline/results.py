@@ -219,7 +219,8 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05) -> None
         shift = intervals.interval_shift(result.modality)  # CT: HU -> air at 0
         mean, std = np.stack(r.means) + shift, np.stack(r.stds)
         rel = float(np.median(intervals.relative_std(mean, std)))
-        sampler = intervals.sampler_settings(r.nfe, r.hparams) if r.hparams else None
+        rule = result.info.get("magnitude", {}).get("rule") if result.modality == "mri" else None
+        sampler = intervals.sampler_settings(r.nfe, r.hparams, rule) if r.hparams else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
                                               sampler)
         lower, upper = intervals.interval(mean, std, lam, magnitude=result.modality == "mri")

@@ -85,8 +85,7 @@ class MRIProblem:
         ``sqrt(|x|^2 + b^2)`` with ``b = noise_floor(noise_std, C)`` is that mean exactly where there is no
         signal and within ``noise_std^2 / (4 |x|)`` of it at high SNR; it is |x| when the noise is 0.
         """
-        b = noise_floor(self.noise_std, self.y.shape[-3])
-        return (self.magnitude(images).pow(2) + b * b).sqrt()
+        return rss_from_magnitude(self.magnitude(images), self.noise_std, self.y.shape[-3])
 
     def zero_filled(self) -> torch.Tensor:
         """fastMRI's zero-filled baseline: RSS of the inverse FFT of the measured k-space, cropped."""
@@ -97,6 +96,13 @@ def noise_floor(noise_std: float, n_coils: int) -> float:
     """Mean RSS of `n_coils` coil images of pure complex noise with std `noise_std` per real/imaginary part:
     the chi mean with 2C degrees of freedom, ``noise_std sqrt(2) Gamma(C + 1/2) / Gamma(C)``."""
     return noise_std * math.sqrt(2.0) * math.exp(math.lgamma(n_coils + 0.5) - math.lgamma(n_coils))
+
+
+def rss_from_magnitude(magnitude, noise_std, n_coils: int):
+    """``sqrt(magnitude^2 + noise_floor(noise_std, n_coils)^2)`` (`MRIProblem.rss_estimate` from |x|): torch or
+    numpy `magnitude`, in the units of `noise_std` (a number, or an array that broadcasts, e.g. per slice)."""
+    b = noise_std * noise_floor(1.0, n_coils)
+    return (magnitude**2 + b * b) ** 0.5
 
 
 def reduce_readout(kspace: torch.Tensor, n_readout: int) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Calibrated intervals: conformal risk control and RCPS on synthetic posteriors whose coverage is known."""
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -152,10 +153,28 @@ def test_the_bundled_brain_table_is_a_crc_fit_on_enough_validation_slices():
         assert e.sampler is not None and e.sampler["n_samples"] == 8
         assert e.sampler["nfe"] == solvers.get_method(e.method).default_nfe
         assert iv.settings_mismatch(e.method, e.sampler, solvers.hyper_parameters(e.method)) == {}
+        assert e.modality != "mri" or e.sampler["magnitude"] == "rss"   # centred as `--magnitude` defaults
     entry = table.lookup("dds", "mri", 4.0)
     assert entry is not None and entry.band == iv.accel_band(4.0)
     lam, record = iv.choose_lambda(table, "dds", "mri", 4.0, rel_std=float(np.mean(entry.rel_std_range)))
     assert record["calibrated"] and lam == entry.lam
+
+
+def test_calibration_fits_outputs_written_as_image_magnitude_on_the_rss_rule(tmp_path):
+    from benchmarks.calibrate_intervals import as_rss
+    from recon.problems.mri import noise_floor
+
+    src = tmp_path / "src.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("kspace", data=np.zeros((2, 4, 8, 8), np.complex64))
+    mean = np.random.default_rng(0).random((2, 8, 8))
+    record = {"modality": "mri", "source": {"path": str(src)},
+              "noise": [{"slice": 3, "noise_std": 0.1}, {"slice": 5, "noise_std": 0.2}]}
+    out = as_rss(mean, record, [5, 3])
+    b = np.array([0.2, 0.1])[:, None, None] * noise_floor(1.0, 4)      # each slice's own noise, 4 coils
+    np.testing.assert_allclose(out, np.sqrt(mean**2 + b**2))
+    assert as_rss(mean, {**record, "magnitude": {"rule": "rss"}}, [5, 3]) is mean
+    assert as_rss(mean, {**record, "modality": "ct"}, [5, 3]) is mean
 
 
 def test_choose_lambda_flags_sampler_settings_unlike_the_calibrations():
@@ -172,6 +191,16 @@ def test_choose_lambda_flags_sampler_settings_unlike_the_calibrations():
         assert lam == 3.0 and not rec["calibrated"] and words in rec["reason"]
     lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, "posterior_below": 0.0})
     assert rec["calibrated"]
+
+
+def test_choose_lambda_flags_an_interval_centred_by_another_magnitude_rule():
+    fitted = iv.sampler_settings(50, {"eta": 1.0, "n_samples": 8}, "rss")
+    assert fitted["magnitude"] == "rss"
+    table = iv.CalibrationTable("p", [iv.CalibrationEntry("dds", "mri", "R<=5", 3.0, 0.05, "crc", 40, sampler=fitted)])
+    _, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler=iv.sampler_settings(50, {"eta": 1.0, "n_samples": 8}, "rss"))
+    assert rec["calibrated"]
+    _, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler=iv.sampler_settings(50, {"eta": 1.0, "n_samples": 8}, "image"))
+    assert not rec["calibrated"] and "magnitude rss there, image here" in rec["reason"]
 
 
 def test_ct_intervals_are_in_hu_and_scored_over_the_tissue_not_the_air():
