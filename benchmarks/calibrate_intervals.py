@@ -77,8 +77,8 @@ def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def as_rss(mean: np.ndarray, record: dict, slices: list[int]) -> np.ndarray:
     """A posterior method's means [S, H, W] of one MRI output under the default magnitude rule ("rss"): as
-    written when the output used it (and CT outputs as they are), else ``rss_from_magnitude`` of |x| with each slice's recorded noise std
-    and the source file's coil count."""
+    written when the output used it (and CT outputs as they are), else ``rss_from_magnitude`` of |x| with
+    each slice's recorded noise std and the source file's coil count."""
     if record["modality"] != "mri" or record.get("magnitude", {}).get("rule", "image") == "rss":
         return mean
     with h5py.File(record["source"]["path"]) as src:

@@ -105,7 +105,8 @@ def intensity_scale(kspace: np.ndarray) -> float:
     return peak * level
 
 
-def _mri_display(problem: MRIProblem, scale: float, magnitude: str = "image") -> Callable[[torch.Tensor], torch.Tensor]:
+def _mri_display(problem: MRIProblem, scale: float,
+                 magnitude: str = "image") -> Callable[[torch.Tensor], torch.Tensor]:
     """Images in file units on the recon grid: complex image estimates as |x| ("image") or as the fastMRI
     target they predict ("rss": `MRIProblem.rss_estimate`); real images (U-Net) as they are."""
     to_magnitude = problem.rss_estimate if magnitude == "rss" else problem.magnitude

@@ -197,9 +197,10 @@ def test_choose_lambda_flags_an_interval_centred_by_another_magnitude_rule():
     fitted = iv.sampler_settings(50, {"eta": 1.0, "n_samples": 8}, "rss")
     assert fitted["magnitude"] == "rss"
     table = iv.CalibrationTable("p", [iv.CalibrationEntry("dds", "mri", "R<=5", 3.0, 0.05, "crc", 40, sampler=fitted)])
-    _, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler=iv.sampler_settings(50, {"eta": 1.0, "n_samples": 8}, "rss"))
+    hp = {"eta": 1.0, "n_samples": 8}
+    _, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler=iv.sampler_settings(50, hp, "rss"))
     assert rec["calibrated"]
-    _, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler=iv.sampler_settings(50, {"eta": 1.0, "n_samples": 8}, "image"))
+    _, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler=iv.sampler_settings(50, hp, "image"))
     assert not rec["calibrated"] and "magnitude rss there, image here" in rec["reason"]
 
 
