@@ -9,7 +9,7 @@ import torch
 from operators.espirit import CalibrationError, acs_region, acs_width, espirit, espirit_maps
 from operators.fft import ifft2c
 from recon.data.masks import make_mask
-from recon.data.simulate import birdcage_maps, simulate_multicoil
+from recon.data.simulate import simulate_multicoil
 from tests.conftest import FASTMRI_REAL, needs_shared
 
 
