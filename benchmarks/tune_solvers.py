@@ -16,7 +16,8 @@ Noisy sweeps (``--noise-std 0.002,0.0035,0.007``): each level is a separate simu
 slices with complex k-space noise of that std per real/imaginary part (p99(|x|) = 1 images; the noise is
 drawn from the same seed at every level, so levels differ only in amplitude). The posterior samplers are
 then given the true ``sigma_y`` (= the level, in data units) through ``solvers.sample``; ``--baselines``
-adds classical rows (zero-filled, l1-wavelet, ...) run on the same cases; a ``sigma_y`` entry in ``--grid``
+adds classical rows (zero-filled, l1-wavelet, ...) run on the same cases at their defaults, and a classical
+method in ``--methods`` sweeps its own ``--grid`` (e.g. ``--methods l1-wavelet --grid lam=0.001,0.004``); a ``sigma_y`` entry in ``--grid``
 sets the values passed (``null`` = the true level; ``sigma_y=0`` reproduces a sampler that ignores the noise). Records carry
 ``noise_std`` and ``sigma_y``, and the report shows one column per (setting, noise level).
 
@@ -39,7 +40,7 @@ import torch
 from recon import benchmark as bench
 from recon.data.brainweb import BRAINWEB_VAL
 from recon.data.ct_slices import CT_VAL
-from recon.methods import MethodConfig
+from recon.methods import POSTERIOR_METHODS, MethodConfig
 
 # Grids; each includes the method's current default so the table shows what a change buys.
 SWEEPS: dict[str, dict[str, list[Any]]] = {
@@ -165,6 +166,9 @@ def noisy_sweep(args: argparse.Namespace) -> None:
             grid = {**NOISE_SWEEPS.get(method, {}), **override}
             for values in itertools.product(*grid.values()):
                 hp = dict(zip(grid.keys(), values))
+                if method not in POSTERIOR_METHODS:   # a classical method's own weights (e.g. l1-wavelet lam)
+                    jobs.append((method, hp, None))
+                    continue
                 jobs += [(method, hp, noise if sy is None else sy) for sy in (sy_override or [None])]
         for method, hp, sigma_y in jobs:
             for case in all_cases:
