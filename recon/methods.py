@@ -117,11 +117,12 @@ def _operands(problem: MRIProblem | CTProblem, weighted: bool) -> tuple[LinearOp
 def _supplied(name: str, needs: tuple[str, ...], problem: MRIProblem | CTProblem,
               settings: MethodConfig) -> dict[str, Any]:
     """The keywords in ``needs`` taken from the problem and settings: ``net`` (the loaded U-Net), ``crop``
-    (the MRI reconstruction size), ``unit`` (CT: attenuation of water per pixel)."""
+    (the MRI reconstruction size), ``unit`` (CT: attenuation of water per pixel), ``noise_std`` (MRI)."""
     if "net" in needs and settings.unet is None:
         raise MethodError(f"solver '{name}' needs a U-Net baseline (none is loaded)")
-    available = {"net": settings.unet, "crop": problem.crop,
-                 "unit": problem.scale if isinstance(problem, CTProblem) else 1.0}
+    is_ct = isinstance(problem, CTProblem)
+    available = {"net": settings.unet, "crop": problem.crop, "unit": problem.scale if is_ct else 1.0,
+                 "noise_std": 0.0 if is_ct else problem.noise_std}
     return {key: available[key] for key in needs}
 
 

@@ -23,7 +23,7 @@ from solvers.posterior import Posterior
 MODALITIES = ("mri", "ct")
 
 #: the keywords a caller supplies from its problem and settings rather than from hyper-parameters
-SUPPLIED = ("net", "crop", "unit")
+SUPPLIED = ("net", "crop", "unit", "noise_std")
 
 BaselineFn = Callable[..., Posterior]
 F = TypeVar("F", bound=BaselineFn)
@@ -42,7 +42,8 @@ class Baseline:
         weighted: CT only: fit the Poisson-weighted data (`recon.problems.ct.CTProblem.data_op`,
             ``data_y``) instead of the raw sinogram.
         needs: keywords of `SUPPLIED` the caller fills: ``net`` (a trained U-Net), ``crop`` (the MRI
-            reconstruction size (rH, rW)), ``unit`` (CT: attenuation of water per pixel).
+            reconstruction size (rH, rW)), ``unit`` (CT: attenuation of water per pixel), ``noise_std``
+            (MRI: the k-space noise std per real/imaginary part in the units of ``y``, 0 when noiseless).
     """
 
     name: str
