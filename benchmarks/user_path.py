@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         "masks: equispaced is out of distribution for it; its model card).", "", *full, "",
         f"The same outputs, PSNR over the object only (reference >= {OBJECT_FRACTION:g} of its volume max; "
         "the background of `reconstruction_rss` is the RSS of the coils' noise, which a network trained on such "
-        "targets reproduces and a SENSE-combined posterior mean does not):", "", *obj])
+        "targets reproduces and the image-estimate methods predict with `--magnitude rss`, the default):", "",
+        *obj])
     return 0
 
 
