@@ -64,8 +64,11 @@ def scores(folders: list[Path], files: list[Path], methods: list[str]) -> dict[s
         for d in folders:
             j = d / f"{f.stem}.json"
             if j.exists():
+                with h5py.File(d / f"{f.stem}.h5") as h:
+                    ran = set(h["solvers"]) if "solvers" in h else set()
                 for m, s in json.loads(j.read_text())["solvers"].items():
-                    found.setdefault(m, (d, s))
+                    if m in ran:   # a method this run wrote (zero-filled is scored in every JSON)
+                        found.setdefault(m, (d, s))
         if not all(m in found for m in methods):
             continue
         for m in methods:
