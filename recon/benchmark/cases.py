@@ -61,8 +61,9 @@ def retrospective_problem(src: MRISource, setting: MRISetting, seed: int, device
     k = _full_kspace(src)
     h, w = k.shape[-2:]
     left, right = src.header.acquired_lines
+    # over the acquired lines, as when the curated tables were made (`recon reconstruct` uses fastMRI's span)
     m = make_mask(setting.kind, (h, w), setting.acceleration, setting.center_fraction, seed=seed,
-                  acquired=(left, right))
+                  acquired=(left, right), span="acquired")
     mask = m.mask.expand(h, w) if m.mask.dim() == 1 else m.mask
     maps = calibration_maps(src)
     crop = (min(src.header.recon_size[0], h), min(src.header.recon_size[1], w))
