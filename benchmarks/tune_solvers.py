@@ -17,9 +17,10 @@ slices with complex k-space noise of that std per real/imaginary part (p99(|x|) 
 drawn from the same seed at every level, so levels differ only in amplitude). The posterior samplers are
 then given the true ``sigma_y`` (= the level, in data units) through ``solvers.sample``; ``--baselines``
 adds classical rows (zero-filled, l1-wavelet, ...) run on the same cases at their defaults, and a classical
-method in ``--methods`` sweeps its own ``--grid`` (e.g. ``--methods l1-wavelet --grid lam=0.001,0.004``); a ``sigma_y`` entry in ``--grid``
-sets the values passed (``null`` = the true level; ``sigma_y=0`` reproduces a sampler that ignores the noise). Records carry
-``noise_std`` and ``sigma_y``, and the report shows one column per (setting, noise level).
+method in ``--methods`` sweeps its own ``--grid`` (e.g. ``--methods l1-wavelet --grid lam=0.001,0.004``); a
+``sigma_y`` entry in ``--grid`` sets the values passed (``null`` = the true level; ``sigma_y=0`` reproduces a
+sampler that ignores the noise). Records carry ``noise_std`` and ``sigma_y``, and the report shows one column
+per (setting, noise level).
 
     python -m benchmarks.tune_solvers --methods dds --settings random-4x,random-8x \
         --noise-std 0.002,0.0035,0.007 --grid gamma_scale=0.25,0.5,1.0 --baselines zero-filled,l1-wavelet \

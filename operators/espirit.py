@@ -4,8 +4,9 @@ The calibration follows the paper and BART ``ecalib``: a Hankel-structured calib
 ``k x k`` kernels slid over the fully sampled centre -> SVD -> the row space (singular values above
 ``thresh * max``, and above the noise's Marchenko-Pastur edge when the noise std is given) -> the per-pixel
 image-space operator ``G(r) = sum_k a_k(r) a_k(r)^H`` -> its leading eigenvectors are the maps, zeroed where
-their eigenvalue is below ``crop``. The calibration region is a rectangle: every fully sampled readout row of the ACS block is used (a 1D Cartesian mask samples the
-whole readout), so a narrow ACS block still gives many kernel positions.
+their eigenvalue is below ``crop``. The calibration region is a rectangle: every fully sampled readout row of
+the ACS block is used (a 1D Cartesian mask samples the whole readout), so a narrow ACS block still gives many
+kernel positions.
 
 The ACS block is found from the data (`acs_region`): the largest block of fastMRI's form, symmetric
 about the k-space centre, in which every sample is present. A line that an equispaced or random mask

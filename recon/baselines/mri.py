@@ -41,7 +41,8 @@ DEFAULT_LAM_CG = 0.001
 DEFAULT_LAM_L1 = 0.0003
 DEFAULT_LAM_TV = 0.01
 #: l1-wavelet on noisy data: the weight grows with the k-space noise std (p99-normalised images), as a
-#: soft threshold does with the noise; chosen on validation data (benchmarks/RESULTS.md, "l1-wavelet on noisy data")
+#: soft threshold does with the noise; chosen on validation data (benchmarks/RESULTS.md, item 4 of
+#: "The fastMRI target, fastMRI's masks, noise-aware calibration and l1-wavelet")
 L1_NOISE_FACTOR = 0.08
 
 
