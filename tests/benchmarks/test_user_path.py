@@ -14,3 +14,26 @@ def test_object_psnr_ignores_the_background_and_uses_the_reference_max():
     pred = ref + 0.4                          # error 0.1 of the max on every object pixel
     pred[:, 0:2, :] = 50.0                    # anything in the background
     assert object_psnr(ref, pred) == pytest.approx(20.0)
+
+
+def test_scores_take_each_method_from_the_folder_that_ran_it(tmp_path):
+    # zero-filled is scored in every output's JSON, but only a folder whose run wrote solvers/zero-filled
+    # holds its image: a folder that ran l1-wavelet alone must not supply (or hide) zero-filled
+    import json
+
+    import h5py
+
+    from benchmarks.user_path import scores
+
+    ref = np.ones((1, 4, 4))
+    for folder, methods in (("l1", {"l1-wavelet": 21.0}), ("main", {"dds": 30.0, "zero-filled": 20.0})):
+        (tmp_path / folder).mkdir()
+        with h5py.File(tmp_path / folder / "f.h5", "w") as h:
+            h["reference"] = ref
+            for m in methods:
+                h[f"solvers/{m}/mean"] = ref * 0.9
+        record = {m: {"psnr": v, "ssim": 0.5} for m, v in methods.items()}
+        record.setdefault("zero-filled", {"psnr": 99.0, "ssim": 0.5})   # scored without a solvers/ group
+        (tmp_path / folder / "f.json").write_text(json.dumps({"solvers": record}))
+    sc = scores([tmp_path / "l1", tmp_path / "main"], [tmp_path / "f.h5"], ["dds", "l1-wavelet", "zero-filled"])
+    assert sc["zero-filled"]["psnr"] == [20.0] and sc["l1-wavelet"]["psnr"] == [21.0] and sc["dds"]["psnr"] == [30.0]
