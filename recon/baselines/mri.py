@@ -40,10 +40,16 @@ COMBINES = ("rss", "sense")
 DEFAULT_LAM_CG = 0.001
 DEFAULT_LAM_L1 = 0.0003
 DEFAULT_LAM_TV = 0.01
-#: l1-wavelet on noisy data: the weight grows with the k-space noise std (p99-normalised images), as a
-#: soft threshold does with the noise; chosen on validation data (benchmarks/RESULTS.md, item 4 of
+#: on noisy data the weights grow with the k-space noise std (p99-normalised images), as a soft threshold
+#: does with the noise (`noise_weight`); chosen on validation data (benchmarks/RESULTS.md, items 4 and 8 of
 #: "The fastMRI target, fastMRI's masks, noise-aware calibration and l1-wavelet")
 L1_NOISE_FACTOR = 0.08
+SENSE_NOISE_FACTOR = 0.4
+
+
+def noise_weight(lam: float, factor: float, noise_std: float) -> float:
+    """A regularisation weight on noisy data: ``max(lam, factor * noise_std)``, ``lam`` the low-noise weight."""
+    return max(lam, factor * noise_std)
 
 
 @register("zero-filled", modality="mri")
@@ -74,29 +80,32 @@ def zero_filled(A: MultiCoilMRI | None, y: torch.Tensor, combine: str = "rss") -
                      hparams={"combine": combine})
 
 
-@register("sense", modality="mri")
+@register("sense", modality="mri", needs=("noise_std",))
 def cg_sense(A: MultiCoilMRI, y: torch.Tensor, lam: float = DEFAULT_LAM_CG, n_iter: int = 20,
-             x0: torch.Tensor | None = None, tol: float = 0.0) -> Posterior:
+             x0: torch.Tensor | None = None, tol: float = 0.0, noise_std: float = 0.0) -> Posterior:
     """CG-SENSE with a Tikhonov weight: solve ``(A^H A + lam I) x = A^H y`` by conjugate gradients.
 
     Args:
         A: `MultiCoilMRI` with the maps and mask of the acquisition.
         y: complex [..., C, H, W] undersampled k-space.
-        lam: Tikhonov weight (>= 0); ``A^H A`` has eigenvalues in [0, 1] for maps with ``sum |S|^2 = 1``.
+        lam: Tikhonov weight (>= 0) at low noise; the weight used is ``noise_weight(lam, SENSE_NOISE_FACTOR,
+            noise_std)``. ``A^H A`` has eigenvalues in [0, 1] for maps with ``sum |S|^2 = 1``.
         n_iter: CG iterations (one ``A^H A`` each).
         x0: start [..., (M,) H, W]; zeros when None.
         tol: relative residual at which CG stops early.
+        noise_std: k-space noise std per real/imaginary part, in the units of ``y`` (0 = noiseless).
 
-    Returns: `Posterior` with complex ``mean`` [..., (M,) H, W].
+    Returns: `Posterior` with complex ``mean`` [..., (M,) H, W]; ``hparams["lam"]`` is the weight used.
     """
     if lam < 0:
         raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
     A.check_range(y, "k-space")
     t0 = time.perf_counter()
-    normal = A.normal if lam == 0 else (lambda x: A.normal(x) + lam * x)
+    weight = noise_weight(lam, SENSE_NOISE_FACTOR, noise_std)
+    normal = A.normal if weight == 0 else (lambda x: A.normal(x) + weight * x)
     x = conjugate_gradient(normal, A.adjoint(y), x0=x0, n_iter=n_iter, tol=tol, dims=len(A.domain_shape))
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="cg-sense",
-                     hparams={"lam": lam, "n_iter": n_iter})
+                     hparams={"lam": weight, "lam_floor": lam, "noise_std": noise_std, "n_iter": n_iter})
 
 
 def _sigpy_inputs(A: MultiCoilMRI, y: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -171,14 +180,14 @@ def l1_wavelet(A: MultiCoilMRI, y: torch.Tensor, lam: float = DEFAULT_LAM_L1, ma
         A: `MultiCoilMRI` with maps complex [C, H, W] (or [M, C, H, W] for M map sets) and the sampling
             mask; a mask of None lets sigpy take it from the non-zero k-space samples.
         y: complex [..., C, H, W] undersampled k-space.
-        lam: L1 weight at low noise; the weight used is ``max(lam, L1_NOISE_FACTOR * noise_std)``.
+        lam: L1 weight at low noise; the weight used is ``noise_weight(lam, L1_NOISE_FACTOR, noise_std)``.
         max_iter: iterations. wave_name: PyWavelets wavelet.
         noise_std: k-space noise std per real/imaginary part, in the units of ``y`` (0 = noiseless).
 
     Returns: `Posterior` with complex ``mean`` [..., (M,) H, W]; ``hparams["lam"]`` is the weight used.
     """
     t0 = time.perf_counter()
-    weight = max(lam, L1_NOISE_FACTOR * noise_std)
+    weight = noise_weight(lam, L1_NOISE_FACTOR, noise_std)
     x = _run_sigpy("l1-wavelet", A, y, weight, max_iter, "l1_wavelet", wave_name=wave_name)
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="l1-wavelet",
                      hparams={"lam": weight, "lam_floor": lam, "noise_std": noise_std, "max_iter": max_iter,

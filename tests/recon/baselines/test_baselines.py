@@ -57,7 +57,7 @@ def test_cg_sense_without_regularisation_inverts_fully_sampled_data():
     # A^H A = I for a full mask and normalised maps: one CG step solves it exactly
     k, maps, x = simulate_multicoil(_phantom(32), 4, seed=2)
     post = cg_sense(MultiCoilMRI(maps), k, lam=0.0, n_iter=3)
-    assert post.hparams == {"lam": 0.0, "n_iter": 3}
+    assert post.hparams == {"lam": 0.0, "lam_floor": 0.0, "noise_std": 0.0, "n_iter": 3}
     assert float((post.mean - x).abs().max()) < 1e-4
 
 
@@ -271,11 +271,13 @@ def test_l1_wavelet_weight_follows_the_noise_and_helps_on_noisy_data():
     assert psnr(x, aware.mean.abs()) > psnr(x, blind.mean.abs()) + 3.0
 
 
-def test_run_method_gives_l1_wavelet_the_problems_noise_std():
-    from recon.baselines.mri import L1_NOISE_FACTOR
+def test_run_method_gives_the_regularised_baselines_the_problems_noise_std():
+    from recon.baselines.mri import L1_NOISE_FACTOR, SENSE_NOISE_FACTOR
     from recon.methods import MethodConfig, run_method
 
     mri = _tiny_problems()["mri"]
     mri.noise_std = 0.05
     post = run_method("l1-wavelet", mri, MethodConfig(progress=False))
     assert post.hparams["noise_std"] == 0.05 and post.hparams["lam"] == pytest.approx(0.05 * L1_NOISE_FACTOR)
+    post = run_method("sense", mri, MethodConfig(progress=False))
+    assert post.hparams["noise_std"] == 0.05 and post.hparams["lam"] == pytest.approx(0.05 * SENSE_NOISE_FACTOR)
