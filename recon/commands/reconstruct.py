@@ -18,6 +18,7 @@ import torch
 from recon.pipeline.distributed import finish, init_from_env, total
 from recon.intervals import load_table
 from recon.data.io import iter_h5_files
+from recon.data.masks import SPANS
 from recon.pipeline.run import detect_modality, report_error
 from recon.methods import POSTERIOR_METHODS, MethodError, MethodConfig, check_methods
 from recon.problems.ct import CTSpec
@@ -55,7 +56,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask", default="random", help="mask kind for fully sampled inputs (random, equispaced, "
                    "gaussian1d, gaussian2d, poisson, uniform2d)")
     p.add_argument("--accel", type=float, default=4.0, help="acceleration for fully sampled inputs")
-    p.add_argument("--mask-span", choices=["fastmri", "acquired"], default="fastmri",
+    p.add_argument("--mask-span", choices=SPANS, default=SPANS[0],
                    help="on files zero-padded in phase: build the mask over every phase line and zero the "
                         "padding, as fastMRI's mask functions (fastmri), or over the acquired lines only "
                         "(acquired: centre fraction and --accel counted over them)")

@@ -144,7 +144,7 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> 
         methods = {m: MethodVolume() for m in cfg.solvers}
         result = VolumeResult(path.stem, "mri", [], None, ("zero_filled", np.zeros(0)), methods, {}, {},
                               n_slices_file=vol.n_slices)
-        refs, zfs, masks, maps, noise, floors = [], [], [], [], [], []
+        refs, zfs, masks, maps, noise = [], [], [], [], []
         problem = None
         for i in tqdm(slices, desc=path.stem, disable=cfg.quiet, leave=False):
             prepared = _attempt(result, i, path, lambda: _prepare_mri(vol, i, cfg))
@@ -161,7 +161,6 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> 
                 result.warnings.append(f"slice {i}: {record['warning']}")
             if cfg.save_maps:
                 maps.append(problem.maps.cpu().numpy())
-            floors.append(noise_floor(problem.noise_std, problem.y.shape[-3]) * scale)
             _run_methods(i, problem, cfg, settings, methods, _mri_display(problem, scale),
                          _mri_display(problem, scale, cfg.magnitude))
     _finish(result, path)
@@ -169,13 +168,12 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> 
     result.reference = np.stack(refs) if all(r is not None for r in refs) else None
     result.initial = ("zero_filled", np.stack(zfs))
     result.extra = {"mask": np.stack(masks), "coil_maps": np.stack(maps) if maps else None}
-    stds = [n["noise_std"] for n in noise]
+    noise_std = float(np.median([n["noise_std"] for n in noise]))
+    floor = noise_floor(noise_std, problem.y.shape[-3]) if cfg.magnitude == "rss" else 0.0
     result.info = {"acceleration": round(problem.acceleration, 3), "mask": problem.mask_kind,
                    "retrospective": problem.retrospective,
                    "mask_request": dataclasses.asdict(cfg.mask) if problem.retrospective else None,
-                   "magnitude": {"rule": cfg.magnitude,
-                                 "noise_floor": float(np.median(floors)) if cfg.magnitude == "rss" else 0.0},
-                   "noise_std": float(np.median(stds)),
+                   "magnitude": {"rule": cfg.magnitude, "noise_floor": floor}, "noise_std": noise_std,
                    "noise": noise, "calibration": getattr(problem, "calibration", None)}
     return result
 
