@@ -31,6 +31,7 @@ from recon import intervals as iv
 from recon.problems.mri import rss_from_magnitude
 from benchmarks.common import write_report
 from benchmarks.user_path import make_files, reconstruct
+from recon.cli import main as cli
 
 
 def split_slices(files: list[Path], folder: Path) -> list[Path]:
@@ -55,11 +56,14 @@ def split_slices(files: list[Path], folder: Path) -> list[Path]:
 
 def collect(out: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Display-unit mean, std and reference slices [S, H, W] of one method over an output folder, and the
-    sampler settings they were made with (`recon.intervals.sampler_settings`; the same for every file)."""
-    parts = [collect_file(h5, method) for h5 in sorted(out.glob("*.h5"))]
+    sampler settings they were made with (`recon.intervals.sampler_settings`; the same for every file). CT
+    values are shifted so that air is 0 (`recon.intervals.interval_shift`), as the pipeline does."""
+    parts = [collect_file(h5, method) for h5 in sorted(out.rglob("*.h5"))]
     if any(p[3] != parts[0][3] for p in parts):
         raise ValueError(f"{out}: {method} was run with different settings across files")
-    return (*(np.concatenate([p[i] for p in parts]) for i in range(3)), parts[0][3])
+    mean, std, ref = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    shift = iv.interval_shift(json.loads(next(out.rglob("*.json")).read_text())["modality"])
+    return mean + shift, std, ref + shift, parts[0][3]
 
 
 def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -120,28 +124,40 @@ def sparsification(width: np.ndarray, error: np.ndarray, obj: np.ndarray) -> dic
 def save(table: iv.CalibrationTable, rows: list[dict], a: argparse.Namespace, table_file: Path) -> None:
     """Write the table and the markdown report (after every band, so a stopped run keeps them)."""
     table.save(table_file)
-    lines = ["# Calibrated 95% intervals (fastMRI-like BrainWeb, `recon reconstruct` defaults)", "",
-             f"Command: `python -m benchmarks.calibrate_intervals --work WORK --slices {a.slices} --test-slices "
-             f"{a.test_slices} --accels {' '.join(f'{x:g}' for x in a.accels)} --methods {' '.join(a.methods)}`", "",
+    if a.ct:
+        title = "# Calibrated 95% intervals (head CT, `recon reconstruct` defaults)"
+        command = (f"python -m benchmarks.calibrate_intervals --ct {a.ct} --ct-val {a.ct_val} --ct-test {a.ct_test} "
+                   f"--work WORK --methods {' '.join(a.methods)}")
+        data = ["Values in HU shifted so that air is 0 (`recon.intervals.interval_shift`, as the pipeline does); "
+                "object pixels: shifted reference >= 10% of the slice max."]
+    else:
+        title = "# Calibrated 95% intervals (fastMRI-like BrainWeb, `recon reconstruct` defaults)"
+        command = (f"python -m benchmarks.calibrate_intervals --work WORK --slices {a.slices} --test-slices "
+                   f"{a.test_slices} --accels {' '.join(f'{x:g}' for x in a.accels)} --methods {' '.join(a.methods)}")
+        data = ["Means under the default magnitude rule (`--magnitude rss`, the fastMRI target the image predicts); "
+                "outputs written as |x| are converted on reading (`as_rss`: exact, a function of |x| and the "
+                "recorded noise std)."]
+    lines = [title, "", f"Command: `{command}`", "",
              "Coverage = fraction of object pixels (reference >= 10% of the slice max) inside the interval; width "
-             "in % of the reference max; Spearman of width vs |error| over 8x8 object patches.", "",
-             "Means under the default magnitude rule (`--magnitude rss`, the fastMRI target the image predicts); "
-             "outputs written as |x| are converted on reading (`as_rss`: exact, a function of |x| and the "
-             "recorded noise std).", "",
+             "in % of the reference max; Spearman of width vs |error| over 8x8 object patches.", "", *data, "",
+             "Certified: the expected fraction of uncovered object pixels that conformal risk control guarantees "
+             "(`recon.intervals.fit_entry`: 0.05 needs >= 19 validation slices; with fewer, lambda is the CRC "
+             "lambda at 0.10).", "",
              "AUSE / AURG: area between the sparsification curve of the calibrated width and the oracle's / the "
              "random ordering's (`recon.benchmark.stats.sparsification_curves`; curves in the JSON and PNG beside this file).", "",
-             "| method | R | val slices | lambda (CRC) | lambda (RCPS) | val coverage | test coverage, 1.96 std | "
+             "| method | setting | val slices | lambda (CRC) | certified | lambda (RCPS) | val coverage | test coverage, 1.96 std | "
              "test coverage, calibrated | width 1.96 std | width calibrated | Spearman | AUSE | AURG | test slices |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['accel']:g} | {r['n_val']} | {r['lambda']:.2f} | "
+        lines.append(f"| {r['method']} | {r['setting']} | {r['n_val']} | {r['lambda']:.2f} | {r['certified_alpha']:g} | "
                      f"{'infeasible' if r['rcps_lambda'] is None else format(r['rcps_lambda'], '.2f')} | "
                      f"{r['val_cov']:.3f} | {r['test_cov_gauss']:.3f} | {r['test_cov']:.3f} | "
                      f"{100 * r['width_gauss'] / r['ref_max']:.2f}% | {100 * r['width'] / r['ref_max']:.2f}% | "
                      f"{r['spearman']:.2f} | {r['sparsification']['ause']:.3f} | {r['sparsification']['aurg']:.3f} | "
                      f"{r['n_test']} |")
-    lines += ["", "Data unlike the calibration set (the real 8-coil T1 file, evaluation only): "
-                  "`benchmarks/results/intervals_real_t1.md`."]
+    if not a.ct:
+        lines += ["", "Data unlike the calibration set (the real 8-coil T1 file, evaluation only): "
+                      "`benchmarks/results/intervals_real_t1.md`."]
     write_report(a.report, lines)
     a.report.with_suffix(".json").write_text(json.dumps(rows, indent=1))
     plot_sparsification(rows, a.report.with_suffix(".png"))
@@ -156,7 +172,7 @@ def plot_sparsification(rows: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 4))
     for i, r in enumerate(rows):
         sp, c = r["sparsification"], f"C{i}"
-        ax.plot(sp["fractions"], sp["curve"], color=c, label=f"{r['method']} {r['accel']:g}x (AUSE {sp['ause']:.3f})")
+        ax.plot(sp["fractions"], sp["curve"], color=c, label=f"{r['method']} {r['setting']} (AUSE {sp['ause']:.3f})")
         ax.plot(sp["fractions"], sp["oracle"], color=c, ls=":")
     ax.axhline(1.0, color="k", lw=0.5)
     ax.set(xlabel="fraction of object pixels removed (widest interval first)", ylabel="mean |error| left / all",
@@ -193,6 +209,77 @@ def evaluate(outputs: list[Path], methods: list[str]) -> list[str]:
     return rows
 
 
+def fit_and_test(table: iv.CalibrationTable, method: str, modality: str, band: str, setting: str, val_out: Path,
+                 test_out: Path, data: str) -> dict | None:
+    """Fit `method`'s entry for one band on the outputs under `val_out`, put it in `table`, and measure it on the
+    outputs under `test_out`: a report row (None when there are no outputs or too few validation slices)."""
+    if not (any(val_out.rglob("*.h5")) and any(test_out.rglob("*.h5"))):
+        print(f"skipped: {method} {setting}: no outputs in {val_out} or {test_out}", flush=True)
+        return None
+    mean, std, ref, sampler = collect(val_out, method)
+    try:
+        entry = iv.fit_entry(method, modality, band, mean, std, ref, data=data, sampler=sampler)
+    except ValueError as e:  # no lambda on the grid reaches the level
+        print(f"skipped: {e}", flush=True)
+        return None
+    table.put(entry)
+    tm, ts, tr, _ = collect(test_out, method)
+    g = iv.gaussian_lambda(0.05)
+    lo, hi = iv.interval(tm, ts, entry.lam, magnitude=modality == "mri")
+    width = hi - lo
+    obj = iv.object_mask(tr)
+    return {"method": method, "setting": setting, "n_val": entry.n_images, "lambda": entry.lam,
+            "certified_alpha": entry.certified_alpha or entry.alpha, "rcps_lambda": entry.lam_rcps,
+            "val_cov": entry.validation_coverage, "test_cov_gauss": iv.coverage(tm, ts, tr, g),
+            "test_cov": iv.coverage(tm, ts, tr, entry.lam),
+            "width_gauss": float((2 * g * iv.widened_std(tm, ts))[obj].mean()),
+            "width": float(width[obj].mean()), "ref_max": float(tr.max()),
+            "spearman": patch_spearman(width, np.abs(tr - tm), tr), "n_test": tm.shape[0],
+            "sparsification": sparsification(width, tr - tm, obj)}
+
+
+def slice_range(text: str) -> range:
+    """``A:B`` -> range(A, B)."""
+    a, b = text.split(":")
+    return range(int(a), int(b))
+
+
+def reconstruct_ct(volume: Path, slices: range, out: Path, method: str, extra: list[str]) -> None:
+    """`recon reconstruct VOLUME --slices i:i+1` per slice into OUT/sNNN (slices already done are skipped, so a
+    stopped run resumes)."""
+    for i in slices:
+        folder = out / f"s{i:03d}"
+        if (folder / f"{volume.stem}.json").exists():
+            continue
+        rc = cli(["reconstruct", str(volume), "--out", str(folder), "--solver", method, "--slices", f"{i}:{i + 1}",
+                  "--quiet", "--overwrite", *extra])
+        if rc != 0:
+            raise RuntimeError(f"recon reconstruct exited {rc} for {folder}")
+
+
+def main_ct(a: argparse.Namespace) -> int:
+    """The CT table: `--ct VOLUME`, validation and test slice ranges, one entry per method (band "ct")."""
+    table_file = a.table or iv.table_path(a.prior)
+    table = (iv.CalibrationTable.load(table_file) if table_file.exists() else
+             iv.CalibrationTable(a.prior, notes="fitted by benchmarks/calibrate_intervals.py --ct on head CT "
+                                                "validation slices, recon reconstruct defaults"))
+    extra = ["--prior", a.prior, "--device", a.device, *(["--samples", "2", "--nfe", "5"] if a.smoke else [])]
+    rows = []
+    for m in a.methods:
+        val_out, test_out = a.work / m / "val", a.work / m / "test"
+        if not a.fit_only:
+            reconstruct_ct(a.ct, slice_range(a.ct_val), val_out, m, extra)
+            reconstruct_ct(a.ct, slice_range(a.ct_test), test_out, m, extra)
+        row = fit_and_test(table, m, "ct", "ct", "ct", val_out, test_out,
+                           f"{a.ct.name} slices {a.ct_val} (validation), recon reconstruct defaults")
+        if row:
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    if not a.smoke and rows:
+        save(table, rows, a, table_file)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("benchmarks/data/fastmri_like"))
@@ -203,8 +290,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test-slices", type=int, default=4)
     ap.add_argument("--accels", type=float, nargs="+", default=[4.0, 8.0])
     ap.add_argument("--methods", nargs="+", default=["dds"])
-    ap.add_argument("--prior", default="brain-mri-complex")
-    ap.add_argument("--report", type=Path, default=Path("benchmarks/results/intervals.md"))
+    ap.add_argument("--prior", default=None, help="default brain-mri-complex, or head-ct with --ct")
+    ap.add_argument("--report", type=Path, default=None,
+                    help="default benchmarks/results/intervals.md, or intervals_ct.md with --ct")
+    ap.add_argument("--ct", type=Path, default=None, metavar="VOLUME",
+                    help="fit the CT entries instead, on slices of this HU volume (e.g. ../shared/data/ct/head_ct.h5)")
+    ap.add_argument("--ct-val", default="72:84", help="CT validation slices A:B")
+    ap.add_argument("--ct-test", default="84:108", help="CT test slices A:B")
     ap.add_argument("--table", type=Path, default=None,
                     help="where the table goes (default priors/weights/PRIOR.calibration.json)")
     ap.add_argument("--device", default="cpu", help="passed to recon reconstruct")
@@ -214,9 +306,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--evaluate", type=Path, nargs="+", default=None, metavar="OUT.h5",
                     help="only print coverage / width rows of these `recon reconstruct` outputs (--methods)")
     a = ap.parse_args(argv)
+    a.prior = a.prior or ("head-ct" if a.ct else "brain-mri-complex")
+    a.report = a.report or Path(f"benchmarks/results/intervals{'_ct' if a.ct else ''}.md")
     if a.evaluate:
         print("\n".join(evaluate(a.evaluate, a.methods)))
         return 0
+    if a.ct:
+        return main_ct(a)
 
     val = split_slices(make_files(a.data / "val", a.val_subjects, a.slices), a.data / "val-slices")
     test = split_slices(make_files(a.data / "test", a.test_subjects, a.test_slices), a.data / "test-slices")
@@ -233,30 +329,11 @@ def main(argv: list[str] | None = None) -> int:
             if not a.fit_only:
                 reconstruct(val, val_out, m, "random", accel, extra)
                 reconstruct(test, test_out, m, "random", accel, extra)
-            if not (any(val_out.glob("*.h5")) and any(test_out.glob("*.h5"))):
-                print(f"skipped: {m} {accel:g}x: no outputs in {val_out} or {test_out}", flush=True)
-                continue
-            mean, std, ref, sampler = collect(val_out, m)
-            try:
-                entry = iv.fit_entry(m, "mri", band, mean, std, ref, data=f"BrainWeb {a.val_subjects} x {a.slices} "
-                                     f"slices, fastMRI-like, random {accel:g}x", sampler=sampler)
-            except ValueError as e:  # too few validation slices for alpha
-                print(f"skipped: {e}", flush=True)
-                continue
-            table.put(entry)
-            tm, ts, tr, _ = collect(test_out, m)
-            g = iv.gaussian_lambda(0.05)
-            lo, hi = iv.interval(tm, ts, entry.lam)
-            width = hi - lo
-            obj = iv.object_mask(tr)
-            rows.append({"method": m, "accel": accel, "n_val": entry.n_images, "lambda": entry.lam,
-                         "rcps_lambda": entry.lam_rcps, "val_cov": entry.validation_coverage,
-                         "test_cov_gauss": iv.coverage(tm, ts, tr, g), "test_cov": iv.coverage(tm, ts, tr, entry.lam),
-                         "width_gauss": float((2 * g * iv.widened_std(tm, ts))[obj].mean()),
-                         "width": float(width[obj].mean()), "ref_max": float(tr.max()),
-                         "spearman": patch_spearman(width, np.abs(tr - tm), tr), "n_test": tm.shape[0],
-                         "sparsification": sparsification(width, tr - tm, obj)})
-            print(json.dumps(rows[-1]), flush=True)
+            row = fit_and_test(table, m, "mri", band, f"{accel:g}x", val_out, test_out,
+                               f"BrainWeb {a.val_subjects} x {a.slices} slices, fastMRI-like, random {accel:g}x")
+            if row:
+                rows.append(row)
+                print(json.dumps(row), flush=True)
         if not a.smoke and rows:
             save(table, rows, a, table_file)
     return 0

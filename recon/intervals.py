@@ -11,7 +11,11 @@ Two ways to pick ``lam`` from n calibration images (slices):
 * **Conformal risk control** (Angelopoulos, Bates, Fisch, Lei & Schuster, "Conformal risk control", 2022):
   ``lam = inf{lam : n/(n+1) * mean_i L_i(lam) + 1/(n+1) <= alpha}``; on a new exchangeable image the
   *expected* fraction of uncovered object pixels is <= alpha. This is the default: it works with the tens
-  of validation slices we have.
+  of validation slices we have. It can certify a level only when ``1/(n+1) <= alpha`` (n >= 19 for 0.05);
+  with fewer images (head CT has 12 validation slices) `fit_entry` certifies `SMALL_SET_ALPHA` instead: the
+  interval keeps its nominal alpha (it is the "95%" interval) but its lambda is the CRC lambda at 0.10 (on 12
+  images: at most 2.5 % of the calibration pixels uncovered), and the entry and every output say that the
+  guarantee is 90 % expected coverage, not 95 %.
 * **RCPS** (Bates, Angelopoulos, Lei, Malik & Jordan, "Distribution-free, risk-controlling prediction sets",
   2021; applied to image-to-image regression by Angelopoulos et al., ICML 2022): the smallest ``lam`` whose
   Hoeffding upper confidence bound ``mean_i L_i(lam) + sqrt(log(1/delta) / (2n))`` stays below alpha; with
@@ -38,6 +42,8 @@ import torch
 from solvers import posterior
 
 LAMBDA_GRID = np.round(np.arange(0.0, 30.0 + 1e-9, 0.01), 2)
+#: the risk level certified instead of alpha when the calibration set is too small for alpha (`fit_entry`)
+SMALL_SET_ALPHA = 0.10
 ACCEL_BANDS = ((0.0, 5.0, "R<=5"), (5.0, 1e9, "R>5"))
 
 
@@ -99,6 +105,11 @@ def crc_lambda(loss: np.ndarray, alpha: float, grid: np.ndarray = LAMBDA_GRID) -
     return float(grid[ok[0]]) if len(ok) else float("inf")
 
 
+def crc_feasible(n: int, alpha: float) -> bool:
+    """Whether conformal risk control can certify risk level alpha with n calibration images (1/(n+1) <= alpha)."""
+    return 1.0 / (n + 1) <= alpha
+
+
 def rcps_lambda(loss: np.ndarray, alpha: float, delta: float, grid: np.ndarray = LAMBDA_GRID) -> float | None:
     """RCPS with the Hoeffding bound: the smallest lambda such that the UCB is < alpha for it and every larger
     grid value; None when no lambda qualifies (too few calibration images)."""
@@ -138,6 +149,17 @@ class CalibrationEntry:
     data: str = ""
     rel_std_range: tuple[float, float] | None = None   # 5th-95th percentile of relative_std over the images
     sampler: dict[str, Any] | None = None       # `sampler_settings` of the runs it was fitted on
+    certified_alpha: float | None = None        # the level the guarantee holds at, when not alpha (too few images)
+
+    def guarantee(self) -> str:
+        """The guarantee in words: the expected fraction of uncovered object pixels it bounds."""
+        level = self.certified_alpha or self.alpha
+        text = (f"{self.rule}: expected fraction of uncovered object pixels <= {level:g} on exchangeable data "
+                f"({self.n_images} calibration images)")
+        if self.certified_alpha:
+            text += (f"; {self.alpha:g} would need >= {math.ceil(1 / self.alpha) - 1} images, so lambda is the "
+                     f"{self.rule} lambda at {self.certified_alpha:g}")
+        return text
 
 
 @dataclass
@@ -230,16 +252,20 @@ def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.n
               alpha: float = 0.05, delta: float = 0.1, data: str = "",
               sampler: dict[str, Any] | None = None) -> CalibrationEntry:
     """Fit lambda on calibration slices (display-unit mean/std/reference [S, H, W]) made with the sampler
-    settings `sampler` (`sampler_settings`)."""
+    settings `sampler` (`sampler_settings`), by conformal risk control at `alpha`, or at `SMALL_SET_ALPHA` when
+    there are too few slices for `alpha` (`crc_feasible`; the entry records it as ``certified_alpha``)."""
     loss = losses(mean, std, reference)
-    lam = crc_lambda(loss, alpha)
+    n = loss.shape[0]
+    level = alpha if crc_feasible(n, alpha) else max(alpha, SMALL_SET_ALPHA)
+    lam = crc_lambda(loss, level)
     if not math.isfinite(lam):
-        raise ValueError(f"{method} {modality} {band}: no lambda up to {LAMBDA_GRID[-1]} reaches alpha = {alpha} "
-                         f"with {loss.shape[0]} calibration images")
+        raise ValueError(f"{method} {modality} {band}: no lambda up to {LAMBDA_GRID[-1]} reaches alpha = {level} "
+                         f"with {n} calibration images")
     rel = relative_std(mean, std)
-    return CalibrationEntry(method, modality, band, lam, alpha, "crc", loss.shape[0],
+    return CalibrationEntry(method, modality, band, lam, alpha, "crc", n,
                             rcps_lambda(loss, alpha, delta), delta, coverage(mean, std, reference, lam), data,
-                            (float(np.percentile(rel, 5)), float(np.percentile(rel, 95))), sampler)
+                            (float(np.percentile(rel, 5)), float(np.percentile(rel, 95))), sampler,
+                            None if level == alpha else level)
 
 
 def gaussian_lambda(alpha: float) -> float:
@@ -263,7 +289,7 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     entry = table.lookup(method, modality, acceleration) if table else None
     if entry is not None and abs(entry.alpha - alpha) < 1e-12:
         rec = {"calibrated": True, "lambda": entry.lam, "rule": entry.rule, "band": entry.band,
-               "n_images": entry.n_images, "data": entry.data}
+               "n_images": entry.n_images, "data": entry.data, "guarantee": entry.guarantee()}
         why = []
         lo_hi = entry.rel_std_range
         if rel_std is not None and lo_hi is not None and not 0.5 * lo_hi[0] <= rel_std <= 2.0 * lo_hi[1]:

@@ -91,8 +91,7 @@ def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) 
 def run_baseline(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) -> Posterior:
     """Run the baseline registered as ``name`` for the problem's modality on its operator and measurement.
 
-    Hyper-parameters are ``settings.hparams[name]``, or the baseline's registered defaults when none are
-    given; the U-Net, the MRI crop and the CT intensity unit come from the problem and settings. MRI:
+    Hyper-parameters are the baseline's registered defaults overridden by ``settings.hparams[name]``; the U-Net, the MRI crop and the CT intensity unit come from the problem and settings. MRI:
     ``A = problem.op``, ``y`` the k-space [C, H, W]; CT: the raw or Poisson-weighted sinogram [views,
     detectors] with its operator, as the baseline is registered. Returns the baseline's `Posterior` with
     ``wall_time`` set.
@@ -102,7 +101,14 @@ def run_baseline(name: str, problem: MRIProblem | CTProblem, settings: MethodCon
     t0 = time.perf_counter()
     entry = baseline(name, "ct" if isinstance(problem, CTProblem) else "mri")
     A, y = _operands(problem, entry.weighted)
-    post = entry(A, y, **settings.hparams.get(name, entry.defaults), **_supplied(name, entry.needs, problem, settings))
+    given = settings.hparams.get(name, {})
+    valid = entry.hyper_parameters()
+    unknown = sorted(set(given) - set(valid))
+    if unknown:
+        raise MethodError(f"{name} ({entry.modality}) has no hyper-parameter {', '.join(map(repr, unknown))}; "
+                          f"valid: {', '.join(sorted(valid))}")
+    hp = {**entry.defaults, **given}
+    post = entry(A, y, **hp, **_supplied(name, entry.needs, problem, settings))
     post.wall_time = post.wall_time or time.perf_counter() - t0
     return post
 

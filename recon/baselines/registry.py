@@ -37,8 +37,8 @@ class Baseline:
         name: the command-line name (``--solver``), e.g. ``"l1-wavelet"``.
         modality: ``"mri"`` or ``"ct"``.
         fn: ``fn(A, y, **hp) -> Posterior``.
-        defaults: the hyper-parameters `recon.methods.run_method` uses when its settings give none for
-            this name (a given set replaces them whole).
+        defaults: hyper-parameter values `recon.methods.run_method` uses where its settings give none
+            (given values override them one by one).
         weighted: CT only: fit the Poisson-weighted data (`recon.problems.ct.CTProblem.data_op`,
             ``data_y``) instead of the raw sinogram.
         needs: keywords of `SUPPLIED` the caller fills: ``net`` (a trained U-Net), ``crop`` (the MRI
@@ -52,6 +52,15 @@ class Baseline:
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     weighted: bool = False
     needs: tuple[str, ...] = ()
+
+    def hyper_parameters(self) -> dict[str, Any]:
+        """{keyword: default}: the function's keywords after ``(A, y)``, without `SUPPLIED` ones and tensors
+        (initial images), at the registered defaults where there are any."""
+        import inspect
+
+        params = list(inspect.signature(self.fn).parameters.values())[2:]
+        return {p.name: self.defaults.get(p.name, p.default) for p in params
+                if p.name not in SUPPLIED and "Tensor" not in str(p.annotation)}
 
     def __call__(self, A: LinearOperator, y: torch.Tensor, **hp: Any) -> Posterior:
         """Run the baseline on ``y`` [..., *A.range_shape]; returns a `Posterior` over [..., *A.domain_shape]."""
@@ -102,3 +111,20 @@ def baseline(name: str, modality: str) -> Baseline:
 def baseline_names(modality: str) -> tuple[str, ...]:
     """The names registered for ``modality``, in registration order."""
     return tuple(n for n, m in BASELINES if m == modality)
+
+
+def hyper_parameters(name: str) -> dict[str, Any]:
+    """{keyword: default} a baseline takes as hyper-parameters (`Baseline.hyper_parameters`), over every modality it
+    is registered for.
+
+    Raises:
+        recon.methods.MethodError: no baseline of that name.
+    """
+    entries = [b for (n, _), b in BASELINES.items() if n == name]
+    if not entries:
+        from recon.methods import MethodError
+        raise MethodError(f"no baseline named '{name}'")
+    out: dict[str, Any] = {}
+    for b in entries:
+        out.update(b.hyper_parameters())
+    return out

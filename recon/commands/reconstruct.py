@@ -74,8 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "coils' noise floor; compared with reconstruction_rss), or image (|x|, no floor). "
                         "std, samples and U-Net / zero-filled outputs are the same either way")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.NAME=VALUE", dest="hparams",
-                   help="a posterior method's hyper-parameter (a field of its class in solvers/), e.g. "
-                        "dds.eta=0.85; repeatable; VALUE is JSON (number, true/false, null) or else text. "
+                   help="a method's hyper-parameter (a posterior method's field in solvers/, a baseline's keyword "
+                        "in recon/baselines/), e.g. dds.eta=0.85 or tv.lam=0.002; repeatable; VALUE is JSON (number, true/false, null) or else text. "
                         "Recorded in the JSON's hparams; a calibrated interval fitted with other values is "
                         "flagged uncalibrated")
     p.add_argument("--samples", type=int, default=8, help="posterior samples per slice")
@@ -128,8 +128,11 @@ def parse_noise_std(text: str) -> float | None:
 
 
 def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict]:
-    """``["dds.eta=0.85", ...]`` -> ``{"dds": {"eta": 0.85}}``, each name checked against the method's fields."""
+    """``["dds.eta=0.85", "tv.lam=0.002", ...]`` -> ``{"dds": {"eta": 0.85}, ...}``, each name checked against the
+    method's hyper-parameters (a sampler's fields, a baseline's keywords: `recon.baselines.registry.hyper_parameters`)."""
     import solvers
+    import recon.baselines  # noqa: F401  (registers the baselines)
+    from recon.baselines.registry import hyper_parameters as baseline_hyper_parameters
 
     out: dict[str, dict] = {}
     for item in items:
@@ -138,11 +141,12 @@ def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict]:
         if not (eq and dot and method and name):
             raise UsageError(f"--set expects METHOD.NAME=VALUE, got '{item}'")
         method = method.strip().lower().replace("_", "-")
-        if method not in POSTERIOR_METHODS:
-            raise UsageError(f"--set {key}: '{method}' is not a posterior method ({', '.join(POSTERIOR_METHODS)})")
         if method not in methods:
             raise UsageError(f"--set {key}: {method} is not one of --solver {','.join(methods)}")
-        fields = solvers.hyper_parameters(method)
+        fields = (solvers.hyper_parameters(method) if method in POSTERIOR_METHODS
+                  else baseline_hyper_parameters(method))
+        if not fields:
+            raise UsageError(f"--set {key}: {method} has no hyper-parameters")
         if name not in fields:
             raise UsageError(f"--set {key}: {method} has no hyper-parameter '{name}'; valid: {', '.join(sorted(fields))}")
         try:
@@ -153,6 +157,8 @@ def parse_hparams(items: list[str], methods: list[str]) -> dict[str, dict]:
         numeric = isinstance(default, (int, float)) and not isinstance(default, bool)
         if numeric and (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)):
             raise UsageError(f"--set {key}: expects a finite number (default {default}), got '{text}'")
+        if isinstance(default, str) and not isinstance(value, str):
+            raise UsageError(f"--set {key}: expects text (default '{default}'), got '{text}'")
         out.setdefault(method, {})[name] = value
     return out
 

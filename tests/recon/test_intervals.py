@@ -65,6 +65,31 @@ def test_rcps_failure_probability_is_at_most_delta():
     assert iv.rcps_lambda(loss[:20], 0.05, 0.1) is None
 
 
+def test_small_calibration_sets_certify_the_small_set_level():
+    # 12 images (head CT's validation slices): CRC cannot certify 0.05 (1/13 > 0.05), so the entry keeps the
+    # nominal alpha and takes the CRC lambda at 0.10; over repeated splits the expected risk stays <= 0.10, and
+    # the interval is wider than the 95% one (at most 2.5% of the calibration pixels uncovered)
+    rng = np.random.default_rng(3)
+    mean, std, truth = _images(rng, 400, size=16)
+    assert not iv.crc_feasible(12, 0.05) and iv.crc_feasible(19, 0.05) and iv.crc_feasible(12, 0.10)
+    entry = iv.fit_entry("dds", "ct", "ct", mean[:12], std[:12], truth[:12], alpha=0.05)
+    loss = iv.losses(mean, std, truth)
+    assert entry.alpha == 0.05 and entry.certified_alpha == iv.SMALL_SET_ALPHA
+    assert entry.lam == iv.crc_lambda(loss[:12], 0.10) and entry.lam > iv.crc_lambda(loss[:100], 0.05)
+    assert "<= 0.1 " in entry.guarantee() and "would need >= 19 images" in entry.guarantee()
+    assert iv.fit_entry("dds", "mri", "R<=5", mean[:19], std[:19], truth[:19]).certified_alpha is None
+    risks = []
+    for _ in range(300):
+        perm = rng.permutation(len(loss))
+        lam = iv.fit_entry("dds", "ct", "ct", mean[perm[:12]], std[perm[:12]], truth[perm[:12]]).lam
+        risks.append(loss[perm[12:], int(np.searchsorted(iv.LAMBDA_GRID, lam))].mean())
+    assert np.mean(risks) <= 0.10                  # the certified level
+    assert 0.005 <= np.mean(risks) <= 0.04         # about 2.5% in practice: the interval covers more than 95%
+    table = iv.CalibrationTable("p", [entry])
+    lam, record = iv.choose_lambda(table, "dds", "ct", None)
+    assert record["calibrated"] and lam == entry.lam and record["guarantee"] == entry.guarantee()
+
+
 def test_posterior_interval_magnitude_and_real():
     samples = torch.tensor([[1.0, -1.0], [3.0, 1.0]])[:, None, :].repeat(1, 2, 1)  # [N=2, 2, 2] real
     post = Posterior.from_samples(samples)
@@ -136,27 +161,33 @@ def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_
     assert lam == 2.5 and json.loads((out / "p.json").read_text())["solvers"]["dds"]["interval"]["band"] == "R<=5"
 
 
-def test_the_bundled_brain_table_is_a_crc_fit_on_enough_validation_slices():
-    """The shipped table (benchmarks/calibrate_intervals.py) is read by the pipeline's loader, names its data,
-    and each entry's conformal-risk-control fit used enough slices for alpha: (n/(n+1)) risk + 1/(n+1) <= alpha
-    needs n >= 1/alpha - 1 = 19, so the validation coverage is at least 1 - alpha."""
-    table = iv.load_table("brain-mri-complex")
+@pytest.mark.parametrize("prior,modality,split", [("brain-mri-complex", "mri", "BrainWeb [49, 50]"),
+                                                   ("head-ct", "ct", "slices 72:84 (validation)")])
+def test_the_bundled_tables_are_crc_fits_on_validation_slices(prior, modality, split):
+    """The shipped tables (benchmarks/calibrate_intervals.py) are read by the pipeline's loader, name their data,
+    and each entry's conformal-risk-control fit certifies alpha where it had enough slices: (n/(n+1)) risk +
+    1/(n+1) <= alpha needs n >= 1/alpha - 1 = 19, so the validation coverage is at least 1 - alpha; with fewer
+    (head CT's 12 validation slices) the entry certifies SMALL_SET_ALPHA and says so."""
+    table = iv.load_table(prior)
     if table is None:
-        pytest.skip("no calibration table bundled for brain-mri-complex")
+        pytest.skip(f"no calibration table bundled for {prior}")
     assert table.entries
     for e in table.entries:
-        assert e.rule == "crc" and e.alpha == 0.05 and e.n_images >= 19
-        assert e.validation_coverage >= 1 - e.alpha
-        assert "BrainWeb [49, 50]" in e.data                     # validation subjects only
+        assert e.rule == "crc" and e.alpha == 0.05 and e.modality == modality
+        certified = e.certified_alpha or e.alpha
+        assert (e.certified_alpha is None) == iv.crc_feasible(e.n_images, e.alpha)
+        assert iv.crc_feasible(e.n_images, certified)
+        assert e.validation_coverage >= 1 - certified
+        assert split in e.data                                    # validation data only
         assert iv.gaussian_lambda(e.alpha) < e.lam < 10          # wider than the Gaussian rule, still finite
         # fitted with `recon reconstruct` defaults: a changed default means the entry must be refitted
         assert e.sampler is not None and e.sampler["n_samples"] == 8
         assert e.sampler["nfe"] == solvers.get_method(e.method).default_nfe
         assert iv.settings_mismatch(e.method, e.sampler, solvers.hyper_parameters(e.method)) == {}
         assert e.modality != "mri" or e.sampler["magnitude"] == "rss"   # centred as `--magnitude` defaults
-    entry = table.lookup("dds", "mri", 4.0)
-    assert entry is not None and entry.band == iv.accel_band(4.0)
-    lam, record = iv.choose_lambda(table, "dds", "mri", 4.0, rel_std=float(np.mean(entry.rel_std_range)))
+    entry = table.lookup("dds", modality, 4.0)
+    assert entry is not None and entry.band == (iv.accel_band(4.0) if modality == "mri" else "ct")
+    lam, record = iv.choose_lambda(table, "dds", modality, 4.0, rel_std=float(np.mean(entry.rel_std_range)))
     assert record["calibrated"] and lam == entry.lam
 
 

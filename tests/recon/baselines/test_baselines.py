@@ -192,9 +192,10 @@ def test_run_method_keeps_the_registered_defaults_and_the_operands():
     ct = _tiny_problems()["ct"]
     got = run_method("sirt", ct, MethodConfig(progress=False)).mean
     assert torch.equal(got, sirt(ct.data_y, ct.data_op, n_iter=100, nonneg=True))
-    # a given set replaces the defaults whole: the function's own nonneg=False applies
+    # given values override the defaults one by one: the registered nonneg=True stays
     got = run_method("sirt", ct, MethodConfig(progress=False, hparams={"sirt": {"n_iter": 3}})).mean
-    assert torch.equal(got, sirt(ct.data_y, ct.data_op, n_iter=3))
+    assert torch.equal(got, sirt(ct.data_y, ct.data_op, n_iter=3, nonneg=True))
+    assert not torch.equal(got, sirt(ct.data_y, ct.data_op, n_iter=3))
     assert torch.equal(run_method("fbp", ct, MethodConfig()).mean, fbp(ct.y, ct.op))
 
 

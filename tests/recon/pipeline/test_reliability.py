@@ -455,7 +455,9 @@ def test_header_errors_name_the_field(tmp_path, capsys):
     (["--nfe", "0"], "--nfe must be >= 1"),
     (["--primary", "sense"], "--primary sense is not one of --solver zero-filled"),
     (["--set", "dds.eta=1"], "--set dds.eta: dds is not one of --solver zero-filled"),
-    (["--set", "unet.chans=4"], "--set unet.chans: 'unet' is not a posterior method"),
+    (["--set", "unet.chans=4"], "--set unet.chans: unet is not one of --solver zero-filled"),
+    (["--solver", "tv", "--set", "tv.lamda=4"], "--set tv.lamda: tv has no hyper-parameter 'lamda'; valid: "),
+    (["--solver", "zero-filled", "--set", "zero-filled.combine=1"], "--set zero-filled.combine: expects"),
     (["--solver", "dds", "--set", "eta=1"], "--set expects METHOD.NAME=VALUE, got 'eta=1'"),
     (["--solver", "dds", "--set", "dds.etta=1"], "--set dds.etta: dds has no hyper-parameter 'etta'; valid: "),
     (["--solver", "dds", "--set", "dds.eta=fast"], "--set dds.eta: expects a finite number (default 1.0), got 'fast'"),
@@ -525,3 +527,20 @@ def test_set_reaches_the_sampler_and_unfits_the_interval_calibration(tmp_path):
     # other hyper-parameters are other settings: the rerun recomputes instead of skipping
     assert cli(["reconstruct", str(src), "--out", str(out), *base, "--set", "dds.eta=0.7"]) == 0
     assert _json(out / "case.json")["hparams"]["dds"]["eta"] == 0.7
+
+
+def test_set_reaches_a_baseline_over_its_registered_defaults(tmp_path):
+    # --set on a baseline overrides that keyword only: the other keywords keep their registered defaults
+    src = _mri(tmp_path / "in" / "case.h5")
+    out = tmp_path / "out"
+    argv = ["reconstruct", str(src), "--out", str(out), *FAST, "--solver", "tv,l1-wavelet", "--set", "tv.lam=0.002",
+            "--set", "tv.max_iter=3"]
+    assert cli(argv) == 0
+    hp = json.loads((out / "case.json").read_text())["hparams"]
+    assert hp["tv"]["lam_floor"] == 0.002 and hp["tv"]["max_iter"] == 3
+    assert hp["l1-wavelet"]["lam_floor"] == 0.0003 and hp["l1-wavelet"]["max_iter"] == 100
+    # a keyword of the CT baseline of the same name is refused where it runs: MRI's tv has no n_iter
+    assert cli([*argv[:-2], "--set", "tv.n_iter=3", "--overwrite"]) == 1
+    record = json.loads((out / "case.json").read_text())
+    assert "tv (mri) has no hyper-parameter 'n_iter'" in record["solvers"]["tv"]["error"]
+    assert "psnr" in record["solvers"]["l1-wavelet"]
