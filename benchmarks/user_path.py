@@ -98,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     files = make_files(a.data / "test", a.subjects, a.slices)
     methods = a.methods.split(",")
-    head = "| setting | " + " | ".join(methods) + " | dds - l1 | dds - U-Net | files |"
-    rule = "|---|" + "---|" * (len(methods) + 3)
+    versus = [m for m in ("l1-wavelet", "tv", "unet") if m in methods]  # dds - each, where both ran
+    head = "| setting | " + " | ".join(methods) + "".join(f" | dds - {m}" for m in versus) + " | files |"
+    rule = "|---|" + "---|" * (len(methods) + len(versus) + 1)
     full, obj = [head, rule], [head, rule]
     for setting in a.settings:
         mask, accel = setting.split(":")
@@ -113,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         for lines, key in ((full, "psnr"), (obj, "object_psnr")):
             mean = {m: float(np.mean(sc[m][key])) for m in methods}
             cells = [f"{mean[m]:.2f}" + (f" / {np.mean(sc[m]['ssim']):.3f}" if key == "psnr" else "") for m in methods]
-            d_l1 = mean.get("dds", np.nan) - mean.get("l1-wavelet", np.nan)
-            d_unet = mean.get("dds", np.nan) - mean.get("unet", np.nan)
-            lines.append(f"| {mask} {accel}x | " + " | ".join(cells) + f" | {d_l1:+.2f} | {d_unet:+.2f} | {n} |")
+            gaps = "".join(f" | {mean.get('dds', np.nan) - mean[m]:+.2f}" for m in versus)
+            lines.append(f"| {mask} {accel}x | " + " | ".join(cells) + gaps + f" | {n} |")
         print(full[-1], flush=True)
     command = (f"python -m benchmarks.user_path --work WORK --subjects {' '.join(map(str, a.subjects))} --slices "
                f"{a.slices} --settings {' '.join(a.settings)} --methods {a.methods}"
