@@ -238,6 +238,24 @@ def fit_and_test(table: iv.CalibrationTable, method: str, modality: str, band: s
             "sparsification": sparsification(width, tr - tm, obj)}
 
 
+def open_table(a: argparse.Namespace, notes: str) -> tuple[iv.CalibrationTable, Path]:
+    """The table to update (``--table`` or the prior's) and its path; a new one with `notes` if there is none."""
+    path = a.table or iv.table_path(a.prior)
+    return (iv.CalibrationTable.load(path) if path.exists() else iv.CalibrationTable(a.prior, notes=notes)), path
+
+
+def reconstruct_flags(a: argparse.Namespace) -> list[str]:
+    """`recon reconstruct` flags every run gets: the prior, the device, and the smoke settings."""
+    return ["--prior", a.prior, "--device", a.device, *(["--samples", "2", "--nfe", "5"] if a.smoke else [])]
+
+
+def keep(rows: list[dict], row: dict | None) -> None:
+    """Append a `fit_and_test` row (None: skipped) and print it."""
+    if row:
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+
+
 def slice_range(text: str) -> range:
     """``A:B`` -> range(A, B)."""
     a, b = text.split(":")
@@ -259,22 +277,16 @@ def reconstruct_ct(volume: Path, slices: range, out: Path, method: str, extra: l
 
 def main_ct(a: argparse.Namespace) -> int:
     """The CT table: `--ct VOLUME`, validation and test slice ranges, one entry per method (band "ct")."""
-    table_file = a.table or iv.table_path(a.prior)
-    table = (iv.CalibrationTable.load(table_file) if table_file.exists() else
-             iv.CalibrationTable(a.prior, notes="fitted by benchmarks/calibrate_intervals.py --ct on head CT "
-                                                "validation slices, recon reconstruct defaults"))
-    extra = ["--prior", a.prior, "--device", a.device, *(["--samples", "2", "--nfe", "5"] if a.smoke else [])]
-    rows = []
+    table, table_file = open_table(a, "fitted by benchmarks/calibrate_intervals.py --ct on head CT validation "
+                                      "slices, recon reconstruct defaults")
+    rows: list[dict] = []
     for m in a.methods:
         val_out, test_out = a.work / m / "val", a.work / m / "test"
         if not a.fit_only:
-            reconstruct_ct(a.ct, slice_range(a.ct_val), val_out, m, extra)
-            reconstruct_ct(a.ct, slice_range(a.ct_test), test_out, m, extra)
-        row = fit_and_test(table, m, "ct", "ct", "ct", val_out, test_out,
-                           f"{a.ct.name} slices {a.ct_val} (validation), recon reconstruct defaults")
-        if row:
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            reconstruct_ct(a.ct, slice_range(a.ct_val), val_out, m, reconstruct_flags(a))
+            reconstruct_ct(a.ct, slice_range(a.ct_test), test_out, m, reconstruct_flags(a))
+        keep(rows, fit_and_test(table, m, "ct", "ct", "ct", val_out, test_out,
+                                f"{a.ct.name} slices {a.ct_val} (validation), recon reconstruct defaults"))
     if not a.smoke and rows:
         save(table, rows, a, table_file)
     return 0
@@ -316,28 +328,20 @@ def main(argv: list[str] | None = None) -> int:
 
     val = split_slices(make_files(a.data / "val", a.val_subjects, a.slices), a.data / "val-slices")
     test = split_slices(make_files(a.data / "test", a.test_subjects, a.test_slices), a.data / "test-slices")
-    table_file = a.table or iv.table_path(a.prior)
-    table = (iv.CalibrationTable.load(table_file) if table_file.exists() else
-             iv.CalibrationTable(a.prior, notes="fitted by benchmarks/calibrate_intervals.py on fastMRI-like "
-                                                "BrainWeb validation files, recon reconstruct defaults"))
-    rows = []
+    table, table_file = open_table(a, "fitted by benchmarks/calibrate_intervals.py on fastMRI-like BrainWeb "
+                                      "validation files, recon reconstruct defaults")
+    rows: list[dict] = []
     for accel in a.accels:
-        band = iv.accel_band(accel)
-        extra = ["--prior", a.prior, "--device", a.device, *(["--samples", "2", "--nfe", "5"] if a.smoke else [])]
         for m in a.methods:
             val_out, test_out = a.work / m / f"val-R{accel:g}", a.work / m / f"test-R{accel:g}"
             if not a.fit_only:
-                reconstruct(val, val_out, m, "random", accel, extra)
-                reconstruct(test, test_out, m, "random", accel, extra)
-            row = fit_and_test(table, m, "mri", band, f"{accel:g}x", val_out, test_out,
-                               f"BrainWeb {a.val_subjects} x {a.slices} slices, fastMRI-like, random {accel:g}x")
-            if row:
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                reconstruct(val, val_out, m, "random", accel, reconstruct_flags(a))
+                reconstruct(test, test_out, m, "random", accel, reconstruct_flags(a))
+            keep(rows, fit_and_test(table, m, "mri", iv.accel_band(accel), f"{accel:g}x", val_out, test_out,
+                                    f"BrainWeb {a.val_subjects} x {a.slices} slices, fastMRI-like, random {accel:g}x"))
         if not a.smoke and rows:
             save(table, rows, a, table_file)
     return 0
-
 
 if __name__ == "__main__":
     raise SystemExit(main())
