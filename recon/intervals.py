@@ -54,6 +54,17 @@ def accel_band(acceleration: float | None) -> str:
     return next(name for lo, hi, name in ACCEL_BANDS if lo < acceleration <= hi)
 
 
+def ct_band(info: dict[str, Any]) -> str:
+    """The CT setting an entry is fitted for, from an output's acquisition record (``views``, ``arc_degrees``,
+    ``I0``, ``geometry``), e.g. "parallel, 60 views over 180 deg, noiseless": fewer views, a limited angle or
+    Poisson noise change the posterior's errors, so a CT entry serves only its own acquisition."""
+    arc, dose = info.get("arc_degrees"), info.get("I0")
+    text = f"{info.get('geometry', 'parallel')}, {info.get('views')} views" + (f" over {arc:g} deg" if arc else "")
+    if "I0" in info:  # simulated from HU: the dose is known
+        text += f", I0 {dose:g}" if dose else ", noiseless"
+    return text
+
+
 def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
 
@@ -170,8 +181,10 @@ class CalibrationTable:
     entries: list[CalibrationEntry] = field(default_factory=list)
     notes: str = ""
 
-    def lookup(self, method: str, modality: str, acceleration: float | None) -> CalibrationEntry | None:
-        band = accel_band(acceleration) if modality == "mri" else "ct"
+    def lookup(self, method: str, modality: str, acceleration: float | None,
+               band: str | None = None) -> CalibrationEntry | None:
+        """The entry of `method` for the band: given, or the MRI acceleration's (`accel_band`); CT: `ct_band`."""
+        band = band or (accel_band(acceleration) if modality == "mri" else "ct")
         return next((e for e in self.entries if e.method == method and e.modality == modality and e.band == band),
                     None)
 
@@ -276,8 +289,9 @@ def gaussian_lambda(alpha: float) -> float:
 
 def choose_lambda(table: CalibrationTable | None, method: str, modality: str, acceleration: float | None,
                   alpha: float = 0.05, rel_std: float | None = None,
-                  sampler: dict[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
-    """Lambda for a reconstruction and a record of where it came from.
+                  sampler: dict[str, Any] | None = None, band: str | None = None) -> tuple[float, dict[str, Any]]:
+    """Lambda for a reconstruction and a record of where it came from (`band`: the setting's band where the
+    acceleration does not give it, CT's `ct_band`).
 
     A matching table entry with the same alpha is used ("calibrated"), unless `rel_std` (the data's
     `relative_std`, median over slices) lies outside half to twice the range seen in calibration, or the run's
@@ -286,7 +300,7 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     the table holds for this method and modality (the most conservative calibrated value), else the Gaussian
     quantile; both flagged "uncalibrated" with the reason.
     """
-    entry = table.lookup(method, modality, acceleration) if table else None
+    entry = table.lookup(method, modality, acceleration, band) if table else None
     if entry is not None and abs(entry.alpha - alpha) < 1e-12:
         rec = {"calibrated": True, "lambda": entry.lam, "rule": entry.rule, "band": entry.band,
                "n_images": entry.n_images, "data": entry.data, "guarantee": entry.guarantee()}
@@ -306,7 +320,8 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
             and abs(e.alpha - alpha) < 1e-12]
     if same:
         lam = max(e.lam for e in same)
-        why = (f"no calibration for {method} at this setting ({accel_band(acceleration) if modality == 'mri' else 'ct'});"
+        why = (f"no calibration for {method} at this setting "
+               f"({band or (accel_band(acceleration) if modality == 'mri' else 'ct')});"
                f" using the largest calibrated lambda of this method ({lam})")
     else:
         lam = gaussian_lambda(alpha)

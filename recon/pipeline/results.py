@@ -221,8 +221,9 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05) -> None
         rel = float(np.median(intervals.relative_std(mean, std)))
         rule = result.info.get("magnitude", {}).get("rule") if result.modality == "mri" else None
         sampler = intervals.sampler_settings(r.nfe, r.hparams, rule) if r.hparams else None
+        band = intervals.ct_band(result.info) if result.modality == "ct" else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
-                                              sampler)
+                                              sampler, band)
         lower, upper = intervals.interval(mean, std, lam, magnitude=result.modality == "mri")
         record["relative_std"] = rel
         if result.reference is not None:

@@ -1,6 +1,8 @@
 """Calibrated intervals: conformal risk control and RCPS on synthetic posteriors whose coverage is known."""
 from __future__ import annotations
 
+import dataclasses
+
 import h5py
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import torch
 
 import solvers
 from recon import intervals as iv
+from recon.problems.ct import CTSpec
 from solvers.posterior import Posterior
 
 
@@ -185,10 +188,26 @@ def test_the_bundled_tables_are_crc_fits_on_validation_slices(prior, modality, s
         assert e.sampler["nfe"] == solvers.get_method(e.method).default_nfe
         assert iv.settings_mismatch(e.method, e.sampler, solvers.hyper_parameters(e.method)) == {}
         assert e.modality != "mri" or e.sampler["magnitude"] == "rss"   # centred as `--magnitude` defaults
-    entry = table.lookup("dds", modality, 4.0)
-    assert entry is not None and entry.band == (iv.accel_band(4.0) if modality == "mri" else "ct")
-    lam, record = iv.choose_lambda(table, "dds", modality, 4.0, rel_std=float(np.mean(entry.rel_std_range)))
+    # the default acquisition has an entry: MRI 4x, CT as `recon reconstruct` simulates it by default
+    band = iv.ct_band({"geometry": "parallel", **dataclasses.asdict(CTSpec())}) if modality == "ct" else None
+    entry = table.lookup("dds", modality, 4.0, band)
+    assert entry is not None and entry.band == (band or iv.accel_band(4.0))
+    lam, record = iv.choose_lambda(table, "dds", modality, 4.0, rel_std=float(np.mean(entry.rel_std_range)), band=band)
     assert record["calibrated"] and lam == entry.lam
+
+
+def test_a_ct_entry_serves_only_its_own_acquisition():
+    spec = {"geometry": "parallel", "views": 60, "arc_degrees": 180.0, "I0": None}
+    band = iv.ct_band(spec)
+    assert band == "parallel, 60 views over 180 deg, noiseless"
+    assert iv.ct_band({**spec, "I0": 1e4}) == "parallel, 60 views over 180 deg, I0 10000"
+    assert iv.ct_band({"geometry": "fan", "views": 90}) == "fan, 90 views"      # a measured sinogram: dose unknown
+    table = iv.CalibrationTable("p", [iv.CalibrationEntry("dds", "ct", band, 2.5, 0.05, "crc", 12, certified_alpha=0.1)])
+    lam, record = iv.choose_lambda(table, "dds", "ct", None, band=band)
+    assert record["calibrated"] and lam == 2.5 and "<= 0.1 " in record["guarantee"]
+    for other in ({**spec, "views": 30}, {**spec, "arc_degrees": 120.0}, {**spec, "I0": 1e4}):
+        lam, record = iv.choose_lambda(table, "dds", "ct", None, band=iv.ct_band(other))
+        assert not record["calibrated"] and lam == 2.5 and "no calibration for dds at this setting" in record["reason"]
 
 
 def test_calibration_fits_outputs_written_as_image_magnitude_on_the_rss_rule(tmp_path):
