@@ -22,6 +22,9 @@ POSTERIOR_METHODS = ("dds", "projection", "score-ald", "dps", "ccdf")
 MRI_BASELINES = ("zero-filled", "sense", "l1-wavelet", "tv", "unet")
 CT_BASELINES = ("fbp", "sirt", "tv", "unet")
 ALL_METHODS = tuple(dict.fromkeys(POSTERIOR_METHODS + MRI_BASELINES + CT_BASELINES))
+#: baselines whose estimate can start ccdf (``--set ccdf.init=NAME``; MRI "unet" is built by `_unet_init`): images
+#: in the operator's domain (MRI: complex [(M,) H, W]); CCDF (Chung, Sim & Ye, CVPR 2022) starts from any such estimate
+BASELINE_INITS = {"mri": ("tv", "l1-wavelet", "sense"), "ct": ("unet", "fbp", "sirt", "tv")}
 
 
 class MethodError(ValueError):
@@ -73,19 +76,26 @@ def run_method(name: str, problem: MRIProblem | CTProblem, settings: MethodConfi
 
 
 def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) -> Posterior:
-    """A posterior sampler from `solvers`; ccdf's ``init`` of ``"unet"`` (or ``"fbp"`` for CT) becomes that image."""
+    """A posterior sampler from `solvers`; ccdf's ``init`` naming a baseline (`BASELINE_INITS`, or MRI ``"unet"``)
+    becomes that baseline's image, and the record keeps the name."""
     if settings.prior is None:
         raise MethodError(f"solver '{name}' needs a prior (--prior)")
     hp = dict(settings.hparams.get(name, {}))
     common = dict(n_samples=settings.n_samples, nfe=settings.nfe, seed=settings.seed, progress=settings.progress)
-    if isinstance(problem, CTProblem):
-        if name == "ccdf" and hp.get("init") in ("unet", "fbp"):
-            hp["init"] = run_baseline(hp["init"], problem, settings).mean
-        return solvers.sample(name, problem.data_op, problem.data_y, settings.prior, **common,
-                              scale=problem.scale, sigma_y=problem.sigma_y, **hp)
-    if name == "ccdf" and hp.get("init") == "unet":
+    ct = isinstance(problem, CTProblem)
+    init = hp.get("init") if name == "ccdf" and isinstance(hp.get("init"), str) else None
+    if init == "unet" and not ct:
         hp["init"] = _unet_init(problem, settings)
-    return solvers.sample(name, problem.op, problem.y, settings.prior, **common, sigma_y=problem.noise_std, **hp)
+    elif init in BASELINE_INITS["ct" if ct else "mri"]:
+        hp["init"] = run_baseline(init, problem, settings).mean
+    if ct:
+        post = solvers.sample(name, problem.data_op, problem.data_y, settings.prior, **common,
+                              scale=problem.scale, sigma_y=problem.sigma_y, **hp)
+    else:
+        post = solvers.sample(name, problem.op, problem.y, settings.prior, **common, sigma_y=problem.noise_std, **hp)
+    if init is not None:
+        post.hparams["init"] = init
+    return post
 
 
 def run_baseline(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) -> Posterior:

@@ -282,3 +282,28 @@ def test_run_method_gives_the_regularised_baselines_the_problems_noise_std():
     assert post.hparams["noise_std"] == 0.05 and post.hparams["lam"] == pytest.approx(0.05 * L1_NOISE_FACTOR)
     post = run_method("sense", mri, MethodConfig(progress=False))
     assert post.hparams["noise_std"] == 0.05 and post.hparams["lam"] == pytest.approx(0.05 * SENSE_NOISE_FACTOR)
+
+
+@pytest.mark.parametrize("modality,init", [("mri", "tv"), ("mri", "l1-wavelet"), ("ct", "sirt")])
+def test_ccdf_starts_from_a_named_baseline_and_records_its_name(monkeypatch, modality, init):
+    # --set ccdf.init=NAME: the sampler receives that baseline's image (as run_method makes it) and the output's
+    # hyper-parameters say which baseline it was, not "<tensor>"
+    import solvers
+    from recon.methods import MethodConfig, run_method
+    from solvers.posterior import Posterior
+
+    problem = _tiny_problems()[modality]
+    got = {}
+
+    def fake_sample(name, op, y, prior, **kw):
+        got.update(kw)
+        post = Posterior(mean=kw["init"], std=None)
+        post.hparams = {"init": "<tensor>"}
+        return post
+
+    monkeypatch.setattr(solvers, "sample", fake_sample)
+    settings = MethodConfig(prior=object(), progress=False,  # any prior: the sampler is replaced
+                            hparams={"ccdf": {"init": init}, **_QUICK[modality]})
+    post = run_method("ccdf", problem, settings)
+    assert torch.equal(got["init"], run_method(init, problem, settings).mean)
+    assert post.hparams["init"] == init
