@@ -285,7 +285,8 @@ def main_ct(a: argparse.Namespace) -> int:
         if not a.fit_only:
             reconstruct_ct(a.ct, slice_range(a.ct_val), val_out, m, reconstruct_flags(a))
             reconstruct_ct(a.ct, slice_range(a.ct_test), test_out, m, reconstruct_flags(a))
-        band = iv.ct_band(json.loads(next(val_out.rglob("*.json")).read_text())) if val_out.exists() else "ct"
+        first = next(val_out.rglob("*.json"), None) if val_out.exists() else None
+        band = iv.ct_band(json.loads(first.read_text())) if first else "ct"
         keep(rows, fit_and_test(table, m, "ct", band, band, val_out, test_out,
                                 f"{a.ct.name} slices {a.ct_val} (validation), recon reconstruct defaults"))
     if not a.smoke and rows:

@@ -48,7 +48,8 @@ ACCEL_BANDS = ((0.0, 5.0, "R<=5"), (5.0, 1e9, "R>5"))
 
 
 def accel_band(acceleration: float | None) -> str:
-    """The acceleration band of a setting ("R<=5" or "R>5"); CT uses "ct"."""
+    """The acceleration band of an MRI setting ("R<=5" or "R>5"); "ct" without an acceleration (CT entries are
+    keyed by `ct_band`)."""
     if acceleration is None:
         return "ct"
     return next(name for lo, hi, name in ACCEL_BANDS if lo < acceleration <= hi)

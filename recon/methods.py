@@ -101,7 +101,9 @@ def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) 
 def run_baseline(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) -> Posterior:
     """Run the baseline registered as ``name`` for the problem's modality on its operator and measurement.
 
-    Hyper-parameters are the baseline's registered defaults overridden by ``settings.hparams[name]``; the U-Net, the MRI crop and the CT intensity unit come from the problem and settings. MRI:
+    Hyper-parameters are the baseline's registered defaults overridden by ``settings.hparams[name]`` (a keyword
+    the baseline does not take raises `MethodError`); the U-Net, the MRI crop and the CT intensity unit come from
+    the problem and settings. MRI:
     ``A = problem.op``, ``y`` the k-space [C, H, W]; CT: the raw or Poisson-weighted sinogram [views,
     detectors] with its operator, as the baseline is registered. Returns the baseline's `Posterior` with
     ``wall_time`` set.

@@ -42,7 +42,8 @@ DEFAULT_LAM_L1 = 0.0003
 DEFAULT_LAM_TV = 0.0003
 #: on noisy data the weights grow with the k-space noise std (p99-normalised images), as a soft threshold
 #: does with the noise (`noise_weight`); chosen on validation data (benchmarks/RESULTS.md, items 4 and 8 of
-#: "The fastMRI target, fastMRI's masks, noise-aware calibration and l1-wavelet"; TV: "TV to convergence")
+#: "The fastMRI target, fastMRI's masks, noise-aware calibration and l1-wavelet"; TV: "Classical baselines run to
+#: their minimum: TV")
 L1_NOISE_FACTOR = 0.08
 SENSE_NOISE_FACTOR = 0.4
 TV_NOISE_FACTOR = 0.07
@@ -50,7 +51,7 @@ TV_NOISE_FACTOR = 0.07
 #: warm-started conjugate-gradient steps per x-update. 100 ADMM iterations reach the minimiser to about 1% (relative
 #: image change against 300 x 10) for lam >= 0.0003; sigpy's PDHG with `TotalVariationRecon`'s steps was 4.1 dB
 #: (PSNR) short of it after 100 iterations and 1.3 dB after 1000 on a validation slice at 4x (benchmarks/RESULTS.md,
-#: "TV to convergence")
+#: "Classical baselines run to their minimum: TV")
 TV_RHO_PER_LAM = 10.0
 TV_CG_ITERS = 5
 

@@ -75,7 +75,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "std, samples and U-Net / zero-filled outputs are the same either way")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.NAME=VALUE", dest="hparams",
                    help="a method's hyper-parameter (a posterior method's field in solvers/, a baseline's keyword "
-                        "in recon/baselines/), e.g. dds.eta=0.85 or tv.lam=0.002; repeatable; VALUE is JSON (number, true/false, null) or else text. "
+                        "in recon/baselines/), e.g. dds.eta=0.85 or tv.lam=0.002; repeatable; VALUE is JSON "
+                        "(number, true/false, null) or else text. "
                         "Recorded in the JSON's hparams; a calibrated interval fitted with other values is "
                         "flagged uncalibrated")
     p.add_argument("--samples", type=int, default=8, help="posterior samples per slice")
