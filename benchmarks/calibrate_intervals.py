@@ -56,25 +56,25 @@ def split_slices(files: list[Path], folder: Path) -> list[Path]:
 
 def collect(out: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
     """Display-unit mean, std and reference slices [S, H, W] of one method over an output folder, and the
-    sampler settings they were made with (`recon.intervals.sampler_settings`; the same for every file). CT
-    values are shifted so that air is 0 (`recon.intervals.interval_shift`), as the pipeline does."""
+    sampler settings they were made with (`recon.intervals.sampler_settings`; the same for every file), as
+    `collect_file` gives them."""
     parts = [collect_file(h5, method) for h5 in sorted(out.rglob("*.h5"))]
     if any(p[3] != parts[0][3] for p in parts):
         raise ValueError(f"{out}: {method} was run with different settings across files")
-    mean, std, ref = (np.concatenate([p[i] for p in parts]) for i in range(3))
-    shift = iv.interval_shift(json.loads(next(out.rglob("*.json")).read_text())["modality"])
-    return mean + shift, std, ref + shift, parts[0][3]
+    return (*(np.concatenate([p[i] for p in parts]) for i in range(3)), parts[0][3])
 
 
 def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
-    """`collect` for one output file (its JSON beside it)."""
+    """`collect` for one output file (its JSON beside it). CT values are shifted so that air is 0
+    (`recon.intervals.interval_shift`), as the pipeline does before intervals and object masks."""
     record = json.loads(h5.with_suffix(".json").read_text())
+    shift = iv.interval_shift(record["modality"])
     with h5py.File(h5) as f:
         g = f[f"solvers/{method}"]
         slices = json.loads(g.attrs["slices"])
         done = json.loads(f.attrs["input_slices"])  # rows of `reference`
         rows = [done.index(s) for s in slices] if "reference" in f else []
-        return (as_rss(g["mean"][()], record, slices), g["std"][()], f["reference"][()][rows],
+        return (as_rss(g["mean"][()], record, slices) + shift, g["std"][()], f["reference"][()][rows] + shift,
                 iv.sampler_settings(record["solvers"][method]["nfe"], record["hparams"][method],
                                     "rss" if record["modality"] == "mri" else None))
 
@@ -194,8 +194,6 @@ def evaluate(outputs: list[Path], methods: list[str]) -> list[str]:
         record = json.loads(h5.with_suffix(".json").read_text())
         for m in methods:
             tm, ts, tr, _ = collect_file(h5, m)
-            shift = iv.interval_shift(record["modality"])
-            tm, tr = tm + shift, tr + shift
             s = record["solvers"][m]
             lam = s["interval"]["lambda"]
             obj, peak = iv.object_mask(tr), float(tr.max())

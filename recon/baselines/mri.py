@@ -61,6 +61,12 @@ def noise_weight(lam: float, factor: float, noise_std: float) -> float:
     return max(lam, factor * noise_std)
 
 
+def _weight_record(lam: float, factor: float, noise_std: float) -> tuple[float, dict]:
+    """(`noise_weight`, the hyper-parameter record of that choice: the weight used, the floor, the noise std)."""
+    weight = noise_weight(lam, factor, noise_std)
+    return weight, {"lam": weight, "lam_floor": lam, "noise_std": noise_std}
+
+
 @register("zero-filled", modality="mri")
 def zero_filled(A: MultiCoilMRI | None, y: torch.Tensor, combine: str = "rss") -> Posterior:
     """Inverse FFT of the zero-filled k-space, coils combined.
@@ -110,11 +116,11 @@ def cg_sense(A: MultiCoilMRI, y: torch.Tensor, lam: float = DEFAULT_LAM_CG, n_it
         raise ValueError(f"cg_sense: lam must be >= 0, got {lam}")
     A.check_range(y, "k-space")
     t0 = time.perf_counter()
-    weight = noise_weight(lam, SENSE_NOISE_FACTOR, noise_std)
+    weight, record = _weight_record(lam, SENSE_NOISE_FACTOR, noise_std)
     normal = A.normal if weight == 0 else (lambda x: A.normal(x) + weight * x)
     x = conjugate_gradient(normal, A.adjoint(y), x0=x0, n_iter=n_iter, tol=tol, dims=len(A.domain_shape))
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="cg-sense",
-                     hparams={"lam": weight, "lam_floor": lam, "noise_std": noise_std, "n_iter": n_iter})
+                     hparams={**record, "n_iter": n_iter})
 
 
 def _sigpy_inputs(A: MultiCoilMRI, y: torch.Tensor, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -198,11 +204,10 @@ def l1_wavelet(A: MultiCoilMRI, y: torch.Tensor, lam: float = DEFAULT_LAM_L1, ma
     Returns: `Posterior` with complex ``mean`` [..., (M,) H, W]; ``hparams["lam"]`` is the weight used.
     """
     t0 = time.perf_counter()
-    weight = noise_weight(lam, L1_NOISE_FACTOR, noise_std)
+    weight, record = _weight_record(lam, L1_NOISE_FACTOR, noise_std)
     x = _run_sigpy("l1-wavelet", A, y, weight, max_iter, "l1_wavelet", wave_name=wave_name)
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="l1-wavelet",
-                     hparams={"lam": weight, "lam_floor": lam, "noise_std": noise_std, "max_iter": max_iter,
-                              "wave_name": wave_name})
+                     hparams={**record, "max_iter": max_iter, "wave_name": wave_name})
 
 
 @register("tv", modality="mri", needs=("noise_std",))
@@ -215,7 +220,7 @@ def total_variation(A: MultiCoilMRI, y: torch.Tensor, lam: float = DEFAULT_LAM_T
     max_iter: ADMM iterations.
     """
     t0 = time.perf_counter()
-    weight = noise_weight(lam, TV_NOISE_FACTOR, noise_std)
+    weight, record = _weight_record(lam, TV_NOISE_FACTOR, noise_std)
     x = _run_sigpy("tv", A, y, weight, max_iter, "total_variation")
     return Posterior(mean=x, std=None, wall_time=time.perf_counter() - t0, method="total-variation",
-                     hparams={"lam": weight, "lam_floor": lam, "noise_std": noise_std, "max_iter": max_iter})
+                     hparams={**record, "max_iter": max_iter})
