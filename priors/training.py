@@ -8,7 +8,9 @@ For a clean patch ``x0`` (complex -> 2 channels, real -> 1), ``ln sigma ~ N(P_me
 where ``D`` is `priors.base.EDMPrior` around a `priors.networks.UNet` (the exact object used at
 inference). AdamW with a linear warm-up, gradient clipping, an EMA of the weights; patches come
 from a `PatchSampler` (e.g. `recon.data.pools.ImagePool`: flips, 90-degree rotations, random
-smooth phase for complex data). Resume, checkpoints, ``loss.csv`` and the wall-clock budget are
+smooth phase for complex data). ``init_from`` starts from a prior file's (or bundled prior's) weights
+instead of a random initialisation: fine-tuning, e.g. with a lower learning rate or larger patches; the
+network config must match. Resume, checkpoints, ``loss.csv`` and the wall-clock budget are
 `priors.fit.fit`'s. Deterministic by ``seed``: patch sampling and noise use seeded generators
 whose states are saved in the checkpoint, so a resumed run continues the same sequence.
 The command line is ``recon train-prior`` (`recon.commands.train_prior`).
@@ -26,7 +28,7 @@ import torch
 from priors.base import EDMPrior, PriorInfo, standard_noise
 from priors.fit import CHECKPOINT_NAME, FitConfig, StepInfo, StepLog, fit
 from priors.networks.unet import UNet, UNetConfig
-from priors.registry import write_weights
+from priors.registry import load, write_weights
 
 FORMAT_VERSION = 1
 
@@ -55,6 +57,7 @@ class PriorTrainingConfig:
     data_root: Path | None = None
     out: Path
     name: str = "custom-prior"
+    init_from: str | None = None
     resume: bool = False
     steps: int = 100_000
     max_minutes: float | None = None
@@ -112,6 +115,20 @@ def build_prior(config: PriorTrainingConfig, complex_valued: bool, data_desc: st
         extra={} if complex_valued else {"intensity": "x = max((HU + 1000) / 1000, 0): air 0, water 1"},
     )
     return EDMPrior(UNet(**cfg.to_dict()), info), cfg, info
+
+
+def start_from(net: torch.nn.Module, cfg: UNetConfig, source: str) -> None:
+    """Load the weights of prior ``source`` (bundled name or file) into ``net``; its config must be ``cfg``.
+
+    Prior files hold the EMA weights only: they become both the trained and the averaged weights."""
+    init = load(source)
+    if not isinstance(init, EDMPrior):
+        raise ValueError(f"--init-from {source}: not an EDM U-Net prior ({type(init).__name__})")
+    init_cfg = init.net.config
+    if init_cfg.to_dict() != cfg.to_dict():
+        raise ValueError(f"--init-from {source}: its network config {init_cfg.to_dict()} differs from the "
+                         f"requested {cfg.to_dict()} (set --width/--mults/--res-blocks/--no-attention to match)")
+    net.load_state_dict(init.net.state_dict())
 
 
 def edm_loss(prior: EDMPrior, x0: torch.Tensor, generator: torch.Generator, p_mean: float, p_std: float,
@@ -181,6 +198,8 @@ def run_train_prior(config: PriorTrainingConfig, sampler: PatchSampler) -> dict[
     device = torch.device(config.device)
     torch.manual_seed(config.seed)  # weight initialisation
     prior, cfg, info = build_prior(config, sampler.complex_valued, sampler.description)
+    if config.init_from and not config.resume:  # a resumed run has the fine-tuned weights in its checkpoint
+        start_from(prior.net, cfg, config.init_from)
     prior.to(device)
     net = prior.net
     ema = copy.deepcopy(net).eval().requires_grad_(False)

@@ -11,6 +11,7 @@ Data sources (``--data``, comma separated):
                   (or ``reconstruction_esc``), else the RSS of the k-space; random smooth phase added
     fastmri-espirit:DIR   the same files, ESPIRiT-combined complex images (multi-coil only)
 
+``--init-from PRIOR`` fine-tunes a bundled prior or a prior file (its network flags must match).
 Checkpoints every few minutes (``--ckpt-minutes``), ``--resume`` continues OUT/checkpoint.pt with
 the same data and noise sequence, ``--max-minutes`` is a wall-clock budget; ``loss.csv`` logs the
 loss. Also runnable as ``python -m recon.commands.train_prior``.
@@ -36,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--data-root", type=Path, default=SHARED_DATA, help="folder with brainweb/, colin27/, ct/")
     p.add_argument("--out", type=Path, required=True, help="run folder (checkpoint.pt, loss.csv)")
     p.add_argument("--name", default="custom-prior", help="prior name stored in PriorInfo")
+    p.add_argument("--init-from", default=None,
+                   help="start from this prior's weights (bundled name or file; same network flags): fine-tuning")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     p.add_argument("--steps", type=int, default=100_000, help="stop after this many optimiser steps")
     p.add_argument("--max-minutes", type=float, default=None, help="stop (and checkpoint) after this wall time")

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from priors.fit import FitConfig, StepInfo, StepLog, fit
-from priors.training import PriorTrainingConfig, edm_loss, run_train_prior
+from priors.training import PriorTrainingConfig, edm_loss, export_prior, run_train_prior
 from recon.data.pools import ImagePool, TrainingDataError, build_pool, read_fastmri_targets, sample_patches
 from tests.conftest import SHARED, needs_shared
 
@@ -103,6 +103,26 @@ def test_resume_with_a_different_network_is_refused(tmp_path):
     run_train_prior(_config(folder, tmp_path / "run", steps=2), pool)
     with pytest.raises(ValueError, match="config"):
         run_train_prior(_config(folder, tmp_path / "run", steps=4, resume=True, width=16), pool)
+
+
+def test_fine_tuning_starts_from_the_given_prior_and_refuses_another_network(tmp_path):
+    folder = _fastmri_folder(tmp_path / "fastmri")
+    pool = _pool(folder)
+    run_train_prior(_config(folder, tmp_path / "base", steps=20), pool)
+    export_prior(tmp_path / "base" / "checkpoint.pt", tmp_path / "base.pt")
+    exported = torch.load(tmp_path / "base.pt", weights_only=False)["state_dict"]
+    # learning rate 0 (AdamW's decay is scaled by it too): one step must leave the starting weights in place
+    run_train_prior(_config(folder, tmp_path / "tuned", steps=1, lr=0.0, seed=5, init_from=str(tmp_path / "base.pt")),
+                    pool)
+    tuned = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=False)
+    fresh = torch.load(tmp_path / "base" / "checkpoint.pt", weights_only=False)
+    assert any(not torch.equal(v, exported[k]) for k, v in fresh["net"].items())  # the EMA is not the last net
+    for key in ("net", "ema"):
+        for k, v in exported.items():
+            assert torch.equal(tuned[key][k], v), f"{key}.{k} was not taken from the starting prior"
+    with pytest.raises(ValueError, match="network config .* differs"):
+        run_train_prior(_config(folder, tmp_path / "wide", steps=1, width=16, init_from=str(tmp_path / "base.pt")),
+                        pool)
 
 
 def test_fastmri_targets_from_kspace_keep_the_energy(tmp_path):
