@@ -269,7 +269,7 @@ class SettingsCache:
                 raise UsageError(f"prior '{prior.info.name}' is {prior.info.value_kind}-valued; "
                                  f"{modality.upper()} data need a {want}-valued prior")
         unet = None
-        if "unet" in cfg.solvers:
+        if "unet" in cfg.solvers or any(h.get("init") == "unet" for h in cfg.hparams.values()):
             from recon.baselines.unet import load_unet
             try:
                 unet = load_unet(a.unet or DEFAULT_UNET[modality], device=cfg.device)

@@ -290,6 +290,16 @@ def test_a_failing_method_keeps_the_others(tmp_path, capsys, monkeypatch):
         assert "solvers/zero-filled/mean" in f and "solvers/sense" not in f and f.attrs["primary"] == "zero-filled"
 
 
+def test_ccdf_from_the_unet_loads_the_unet_without_it_in_solver(tmp_path):
+    # --set ccdf.init=unet alone must load the U-Net (it used to fail: "none is loaded")
+    src = _mri(tmp_path / "in" / "case.h5", n_slices=1)
+    out = tmp_path / "out"
+    assert cli(["reconstruct", str(src), "--out", str(out), *FAST, "--solver", "ccdf", "--set", "ccdf.init=unet",
+                "--nfe", "2", "--samples", "1"]) == 0
+    s = _json(out / "case.json")
+    assert s["solvers"]["ccdf"]["psnr"] > 10 and s["hparams"]["ccdf"]["init"] == "unet"
+
+
 # --------------------------------------------------------------------------- silently wrong results
 def test_an_all_zero_reference_gives_null_metrics_in_valid_json(tmp_path):
     src = write_fastmri(tmp_path / "in" / "case.h5", _kspace(2), target=np.zeros((2, N, N), np.float32))
