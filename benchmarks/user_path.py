@@ -53,12 +53,16 @@ def object_psnr(reference: np.ndarray, pred: np.ndarray) -> float:
     return 10 * np.log10(float(reference.max()) ** 2 / mse)
 
 
-def scores(folders: list[Path], files: list[Path], methods: list[str]) -> dict[str, dict[str, list[float]]]:
-    """{method: {"psnr", "ssim", "object_psnr": per-file values}} read from the outputs in `folders` (the first
-    folder holding a method's result for a file is used; files without every method are left out)."""
+def scores(folders: list[Path], files: list[Path], methods: list[str],
+           variants: dict[str, Path] | None = None) -> dict[str, dict[str, list[float]]]:
+    """{column: {"psnr", "ssim", "object_psnr": per-file values}} read from the outputs in `folders` (the first
+    folder holding a method's result for a file is used) and, for each ``variants`` label, from that folder's
+    primary method (a method run with other settings, e.g. ``--set ccdf.init=unet``); files without every
+    column are left out."""
     import h5py
 
-    out = {m: {"psnr": [], "ssim": [], "object_psnr": []} for m in methods}
+    columns = [*methods, *(variants or {})]
+    out = {c: {"psnr": [], "ssim": [], "object_psnr": []} for c in columns}
     for f in files:
         found = {}
         for d in folders:
@@ -68,15 +72,22 @@ def scores(folders: list[Path], files: list[Path], methods: list[str]) -> dict[s
                     ran = set(h["solvers"]) if "solvers" in h else set()
                 for m, s in json.loads(j.read_text())["solvers"].items():
                     if m in ran:   # a method this run wrote (zero-filled is scored in every JSON)
-                        found.setdefault(m, (d, s))
-        if not all(m in found for m in methods):
+                        found.setdefault(m, (d, m, s))
+        for label, d in (variants or {}).items():
+            j = d / f"{f.stem}.json"
+            if j.exists():
+                record = json.loads(j.read_text())
+                m = record["primary"]
+                if m and "psnr" in record["solvers"].get(m, {}):
+                    found[label] = (d, m, record["solvers"][m])
+        if not all(c in found for c in columns):
             continue
-        for m in methods:
-            d, s = found[m]
+        for c in columns:
+            d, m, s = found[c]
             with h5py.File(d / f"{f.stem}.h5") as h:
                 obj = object_psnr(h["reference"][()], h[f"solvers/{m}/mean"][()])
             for key, v in (("psnr", s["psnr"]), ("ssim", s["ssim"]), ("object_psnr", obj)):
-                out[m][key].append(v)
+                out[c][key].append(v)
     return out
 
 
@@ -87,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--extra-work", type=Path, action="append", default=[],
                     help="another output folder of the same files and settings (e.g. a method run separately); "
                          "its methods join the table")
+    ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FOLDER",
+                    help="a column LABEL from FOLDER/MASK-R: the same files run with other settings (its primary "
+                         "method, e.g. --solver ccdf --set ccdf.init=unet)")
     ap.add_argument("--subjects", type=int, nargs="+", default=[51, 52, 53, 54])
     ap.add_argument("--slices", type=int, default=4)
     ap.add_argument("--settings", nargs="+", default=["random:4", "random:8", "equispaced:4"])
@@ -98,28 +112,31 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     files = make_files(a.data / "test", a.subjects, a.slices)
     methods = a.methods.split(",")
+    variants = dict(v.split("=", 1) for v in a.variant)
+    columns = [*methods, *variants]
     versus = [m for m in ("l1-wavelet", "tv", "unet") if m in methods]  # dds - each, where both ran
-    head = "| setting | " + " | ".join(methods) + "".join(f" | dds - {m}" for m in versus) + " | files |"
-    rule = "|---|" + "---|" * (len(methods) + len(versus) + 1)
+    head = "| setting | " + " | ".join(columns) + "".join(f" | dds - {m}" for m in versus) + " | files |"
+    rule = "|---|" + "---|" * (len(columns) + len(versus) + 1)
     full, obj = [head, rule], [head, rule]
     for setting in a.settings:
         mask, accel = setting.split(":")
         out = a.work / setting.replace(":", "-")
         if not a.report_only:
             reconstruct(files, out, a.methods, mask, float(accel), ["--device", a.device])
-        sc = scores([out, *(d / out.name for d in a.extra_work)], files, methods)
-        n = len(sc[methods[0]]["psnr"])
+        sc = scores([out, *(d / out.name for d in a.extra_work)], files, methods,
+                    {label: Path(d) / out.name for label, d in variants.items()})
+        n = len(sc[columns[0]]["psnr"])
         if not n:
             continue
         for lines, key in ((full, "psnr"), (obj, "object_psnr")):
-            mean = {m: float(np.mean(sc[m][key])) for m in methods}
-            cells = [f"{mean[m]:.2f}" + (f" / {np.mean(sc[m]['ssim']):.3f}" if key == "psnr" else "") for m in methods]
+            mean = {c: float(np.mean(sc[c][key])) for c in columns}
+            cells = [f"{mean[c]:.2f}" + (f" / {np.mean(sc[c]['ssim']):.3f}" if key == "psnr" else "") for c in columns]
             gaps = "".join(f" | {mean.get('dds', np.nan) - mean[m]:+.2f}" for m in versus)
             lines.append(f"| {mask} {accel}x | " + " | ".join(cells) + gaps + f" | {n} |")
         print(full[-1], flush=True)
     command = (f"python -m benchmarks.user_path --work WORK --subjects {' '.join(map(str, a.subjects))} --slices "
                f"{a.slices} --settings {' '.join(a.settings)} --methods {a.methods}"
-               + "".join(f" --extra-work {d}" for d in a.extra_work))
+               + "".join(f" --extra-work {d}" for d in a.extra_work) + "".join(f" --variant {v}" for v in a.variant))
     write_report(a.report, [
         "# The user's path: fastMRI-like BrainWeb test files, `recon reconstruct` defaults", "",
         f"Command: `{command}`", *([

@@ -37,3 +37,24 @@ def test_scores_take_each_method_from_the_folder_that_ran_it(tmp_path):
         (tmp_path / folder / "f.json").write_text(json.dumps({"solvers": record}))
     sc = scores([tmp_path / "l1", tmp_path / "main"], [tmp_path / "f.h5"], ["dds", "l1-wavelet", "zero-filled"])
     assert sc["zero-filled"]["psnr"] == [20.0] and sc["l1-wavelet"]["psnr"] == [21.0] and sc["dds"]["psnr"] == [30.0]
+
+
+def test_a_variant_column_is_its_folders_primary_method(tmp_path):
+    # --variant "ccdf from unet"=FOLDER: the column holds that run's primary method, beside a plain ccdf column
+    import json
+
+    import h5py
+
+    from benchmarks.user_path import scores
+
+    ref = np.ones((1, 4, 4))
+    for folder, value in (("main", 25.0), ("from_unet", 27.0)):
+        (tmp_path / folder).mkdir()
+        with h5py.File(tmp_path / folder / "f.h5", "w") as h:
+            h["reference"] = ref
+            h["solvers/ccdf/mean"] = ref * (0.9 if folder == "main" else 0.95)
+        (tmp_path / folder / "f.json").write_text(json.dumps(
+            {"primary": "ccdf", "solvers": {"ccdf": {"psnr": value, "ssim": 0.5}}}))
+    sc = scores([tmp_path / "main"], [tmp_path / "f.h5"], ["ccdf"], {"ccdf from unet": tmp_path / "from_unet"})
+    assert sc["ccdf"]["psnr"] == [25.0] and sc["ccdf from unet"]["psnr"] == [27.0]
+    assert sc["ccdf from unet"]["object_psnr"][0] == pytest.approx(object_psnr(ref, ref * 0.95))
