@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -134,14 +135,16 @@ def main(argv: list[str] | None = None) -> int:
             gaps = "".join(f" | {mean.get('dds', np.nan) - mean[m]:+.2f}" for m in versus)
             lines.append(f"| {mask} {accel}x | " + " | ".join(cells) + gaps + f" | {n} |")
         print(full[-1], flush=True)
-    command = (f"python -m benchmarks.user_path --work WORK --subjects {' '.join(map(str, a.subjects))} --slices "
+    command = (f"python -m benchmarks.user_path --work {a.work} --subjects {' '.join(map(str, a.subjects))} --slices "
                f"{a.slices} --settings {' '.join(a.settings)} --methods {a.methods}"
-               + "".join(f" --extra-work {d}" for d in a.extra_work) + "".join(f" --variant {v}" for v in a.variant))
+               + "".join(f" --extra-work {d}" for d in a.extra_work) + "".join(f" --variant {shlex.quote(v)}" for v in a.variant) + (" --report-only" if a.report_only else ""))
     write_report(a.report, [
         "# The user's path: fastMRI-like BrainWeb test files, `recon reconstruct` defaults", "",
         f"Command: `{command}`", *([
             "", "Each --extra-work folder holds `recon reconstruct FILES --out FOLDER/MASK-R --solver METHODS --mask "
             "MASK --accel R` for the same files (the same masks: the zero-filled rows agree)."] if a.extra_work else []),
+        *(["", "Each --variant folder holds the same files and masks run with other settings; its column is that "
+            "run's primary method, and the run's JSON records its settings (`hparams`)."] if variants else []),
         "",
         f"{datetime.date.today()}, {machine()}.", "",
         f"Files: BrainWeb test subjects {', '.join(map(str, a.subjects))} x {a.slices} slices (T1w), 16 coils, 2x "
