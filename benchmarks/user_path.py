@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     files = make_files(a.data / "test", a.subjects, a.slices)
     methods = a.methods.split(",")
+    if any("=" not in v for v in a.variant):
+        ap.error("--variant expects LABEL=FOLDER")
     variants = dict(v.split("=", 1) for v in a.variant)
     columns = [*methods, *variants]
     versus = [m for m in ("l1-wavelet", "tv", "unet") if m in methods]  # dds - each, where both ran
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         print(full[-1], flush=True)
     command = (f"python -m benchmarks.user_path --work {a.work} --subjects {' '.join(map(str, a.subjects))} --slices "
                f"{a.slices} --settings {' '.join(a.settings)} --methods {a.methods}"
-               + "".join(f" --extra-work {d}" for d in a.extra_work) + "".join(f" --variant {shlex.quote(v)}" for v in a.variant) + (" --report-only" if a.report_only else ""))
+               + "".join(f" --extra-work {d}" for d in a.extra_work)
+               + "".join(f" --variant {shlex.quote(v)}" for v in a.variant) + (" --report-only" if a.report_only else ""))
     write_report(a.report, [
         "# The user's path: fastMRI-like BrainWeb test files, `recon reconstruct` defaults", "",
         f"Command: `{command}`", *([

@@ -121,7 +121,10 @@ def start_from(net: torch.nn.Module, cfg: UNetConfig, source: str) -> None:
     """Load the weights of prior ``source`` (bundled name or file) into ``net``; its config must be ``cfg``.
 
     Prior files hold the EMA weights only: they become both the trained and the averaged weights."""
-    init = load(source)
+    try:
+        init = load(source)
+    except (KeyError, OSError, ValueError) as e:  # unknown name, unreadable or inconsistent file
+        raise ValueError(f"--init-from {source}: {e}") from e
     if not isinstance(init, EDMPrior):
         raise ValueError(f"--init-from {source}: not an EDM U-Net prior ({type(init).__name__})")
     init_cfg = init.net.config

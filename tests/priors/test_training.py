@@ -123,6 +123,8 @@ def test_fine_tuning_starts_from_the_given_prior_and_refuses_another_network(tmp
     with pytest.raises(ValueError, match="network config .* differs"):
         run_train_prior(_config(folder, tmp_path / "wide", steps=1, width=16, init_from=str(tmp_path / "base.pt")),
                         pool)
+    with pytest.raises(ValueError, match="--init-from no-such-prior: .*unknown prior"):
+        run_train_prior(_config(folder, tmp_path / "none", steps=1, init_from="no-such-prior"), pool)
 
 
 def test_fastmri_targets_from_kspace_keep_the_energy(tmp_path):
