@@ -55,6 +55,11 @@ def accel_band(acceleration: float | None) -> str:
     return next(name for lo, hi, name in ACCEL_BANDS if lo < acceleration <= hi)
 
 
+def setting_band(modality: str, acceleration: float | None) -> str:
+    """The band a setting falls in when none is given: the MRI acceleration's (`accel_band`), else "ct"."""
+    return accel_band(acceleration) if modality == "mri" else "ct"
+
+
 def ct_band(info: dict[str, Any]) -> str:
     """The CT setting an entry is fitted for, from an output's acquisition record (``views``, ``arc_degrees``,
     ``I0``, ``geometry``), e.g. "parallel, 60 views over 180 deg, noiseless": fewer views, a limited angle or
@@ -185,7 +190,7 @@ class CalibrationTable:
     def lookup(self, method: str, modality: str, acceleration: float | None,
                band: str | None = None) -> CalibrationEntry | None:
         """The entry of `method` for the band: given, or the MRI acceleration's (`accel_band`); CT: `ct_band`."""
-        band = band or (accel_band(acceleration) if modality == "mri" else "ct")
+        band = band or setting_band(modality, acceleration)
         return next((e for e in self.entries if e.method == method and e.modality == modality and e.band == band),
                     None)
 
@@ -301,6 +306,7 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     the table holds for this method and modality (the most conservative calibrated value), else the Gaussian
     quantile; both flagged "uncalibrated" with the reason.
     """
+    band = band or setting_band(modality, acceleration)
     entry = table.lookup(method, modality, acceleration, band) if table else None
     if entry is not None and abs(entry.alpha - alpha) < 1e-12:
         rec = {"calibrated": True, "lambda": entry.lam, "rule": entry.rule, "band": entry.band,
@@ -321,8 +327,7 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
             and abs(e.alpha - alpha) < 1e-12]
     if same:
         lam = max(e.lam for e in same)
-        why = (f"no calibration for {method} at this setting "
-               f"({band or (accel_band(acceleration) if modality == 'mri' else 'ct')});"
+        why = (f"no calibration for {method} at this setting ({band});"
                f" using the largest calibrated lambda of this method ({lam})")
     else:
         lam = gaussian_lambda(alpha)

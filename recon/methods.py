@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -25,6 +25,11 @@ ALL_METHODS = tuple(dict.fromkeys(POSTERIOR_METHODS + MRI_BASELINES + CT_BASELIN
 #: baselines whose estimate can start ccdf (``--set ccdf.init=NAME``; MRI "unet" is built by `_unet_init`): images
 #: in the operator's domain (MRI: complex [(M,) H, W]); CCDF (Chung, Sim & Ye, CVPR 2022) starts from any such estimate
 BASELINE_INITS = {"mri": ("tv", "l1-wavelet", "sense"), "ct": ("unet", "fbp", "sirt", "tv")}
+
+
+def uses_unet(methods: Sequence[str], hparams: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether these methods need the U-Net loaded: as a method, or as a ccdf start (``--set ccdf.init=unet``)."""
+    return "unet" in methods or hparams.get("ccdf", {}).get("init") == "unet"
 
 
 class MethodError(ValueError):

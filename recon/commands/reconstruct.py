@@ -20,7 +20,7 @@ from recon.intervals import load_table
 from recon.data.io import iter_h5_files
 from recon.data.masks import SPANS
 from recon.pipeline.run import detect_modality, report_error
-from recon.methods import POSTERIOR_METHODS, MethodError, MethodConfig, check_methods
+from recon.methods import POSTERIOR_METHODS, MethodError, MethodConfig, check_methods, uses_unet
 from recon.problems.ct import CTSpec
 from recon.problems.mri import MaskSpec
 
@@ -269,7 +269,7 @@ class SettingsCache:
                 raise UsageError(f"prior '{prior.info.name}' is {prior.info.value_kind}-valued; "
                                  f"{modality.upper()} data need a {want}-valued prior")
         unet = None
-        if "unet" in cfg.solvers or any(h.get("init") == "unet" for h in cfg.hparams.values()):
+        if uses_unet(cfg.solvers, cfg.hparams):
             from recon.baselines.unet import load_unet
             try:
                 unet = load_unet(a.unet or DEFAULT_UNET[modality], device=cfg.device)
