@@ -199,13 +199,14 @@ def build_config(args: argparse.Namespace):
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available")
     cf = args.center_fraction if args.center_fraction is not None else (0.08 if args.accel <= 4 else 0.04)
+    hparams = parse_hparams(args.hparams, methods)
     cfg = ReconstructConfig(
         solvers=methods, mask=MaskSpec(args.mask, args.accel, cf, args.seed, args.mask_span),
         ct=CTSpec(args.views, args.arc, args.I0, args.seed), slices=parse_slices(args.slices),
         device=args.device, n_maps=parse_maps(args.maps), noise_std=parse_noise_std(args.noise_std),
         magnitude=args.magnitude, primary=primary, save_samples=args.save_samples, save_maps=args.save_maps,
-        export=exports, quiet=args.quiet, prior_name=args.prior or "", hparams=parse_hparams(args.hparams, methods),
-        weights=weights_record(args))
+        export=exports, quiet=args.quiet, prior_name=args.prior or "", hparams=hparams,
+        weights=weights_record(args, methods, hparams))
     cfg.settings_hash = settings_hash(args, cfg)
     return cfg
 
@@ -235,13 +236,19 @@ def weights_sha256(name: str) -> str | None:
     return sha256_file(name) if Path(name).is_file() else None
 
 
-def weights_record(args: argparse.Namespace) -> dict[str, dict[str, str | None]]:
-    """Per modality, the prior and U-Net names this run would load (flag or default) and their sha256."""
-    out = {}
+def weights_record(args: argparse.Namespace, methods: list[str], hparams: dict[str, dict]) -> dict[str, dict[str, str | None]]:
+    """Per modality, the prior and U-Net this run would load (flag or default) with their sha256: the prior only
+    when a posterior method runs, the U-Net only when `uses_unet` (so other weights changing redo nothing)."""
+    out: dict[str, dict[str, str | None]] = {}
     for modality in ("mri", "ct"):
-        prior, unet = args.prior or DEFAULT_PRIOR[modality], args.unet or DEFAULT_UNET[modality]
-        out[modality] = {"prior": prior, "prior_sha256": weights_sha256(prior),
-                         "unet": unet, "unet_sha256": weights_sha256(unet)}
+        rec: dict[str, str | None] = {}
+        if any(m in POSTERIOR_METHODS for m in methods):
+            rec["prior"] = args.prior or DEFAULT_PRIOR[modality]
+            rec["prior_sha256"] = weights_sha256(rec["prior"])
+        if uses_unet(methods, hparams):
+            rec["unet"] = args.unet or DEFAULT_UNET[modality]
+            rec["unet_sha256"] = weights_sha256(rec["unet"])
+        out[modality] = rec
     return out
 
 

@@ -4,6 +4,7 @@ Every case builds its own small files. Methods are the cheap ones (zero-filled, 
 """
 from __future__ import annotations
 
+import argparse
 import errno
 import hashlib
 import json
@@ -23,6 +24,7 @@ from skimage.transform import resize
 
 from priors.registry import WEIGHTS_DIR, read_registry
 from recon.cli import main as cli
+from recon.commands.reconstruct import weights_record
 from recon.data.io import write_fastmri
 from recon.pipeline.outdir import OutputLock
 from recon.data.simulate import simulate_multicoil
@@ -418,7 +420,7 @@ def test_new_weights_under_the_same_name_redo_the_file(tmp_path, capsys):
     assert cli(args) == 0
     rec = _json(out / "case.json")
     assert rec["prior"] == str(prior) and rec["weights"]["prior_sha256"] == _sha(prior)
-    assert rec["weights"]["unet"] == "unet-brain-mri"
+    assert "unet" not in rec["weights"]  # dds only: new U-Net weights would redo nothing here
     capsys.readouterr()
     assert cli(args) == 0
     assert "skip (complete)" in capsys.readouterr().out
@@ -431,6 +433,12 @@ def test_new_weights_under_the_same_name_redo_the_file(tmp_path, capsys):
     rec = _json(tmp_path / "o2" / "case.json")
     assert rec["prior"] == "brain-mri-complex"
     assert rec["weights"]["prior_sha256"] == read_registry()["brain-mri-complex"]["sha256"]
+    # the U-Net counts only where it is used: in --solver, or as ccdf's start
+    ns = argparse.Namespace(prior=None, unet=None)
+    assert weights_record(ns, ["l1-wavelet"], {}) == {"mri": {}, "ct": {}}
+    rec = weights_record(ns, ["ccdf"], {"ccdf": {"init": "unet"}})["ct"]
+    assert rec["prior"] == "head-ct" and rec["unet"] == "unet-head-ct"
+    assert rec["unet_sha256"] == read_registry()["unet-head-ct"]["sha256"]
 
 
 def test_directories_suffixes_and_empty_folders(tmp_path, capsys):
