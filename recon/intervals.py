@@ -250,15 +250,21 @@ def sampler_settings(nfe: int, hparams: dict[str, Any], magnitude: str | None = 
             **({"magnitude": magnitude} if magnitude else {})}
 
 
+# Hyper-parameters added after calibration entries were first written, at the value that reproduces the behaviour
+# before they existed: an entry that does not record one was fitted with that value, whatever the default is now.
+UNRECORDED: dict[str, dict[str, Any]] = {"dds": {"posterior_below": 0.0}}
+
+
 def settings_mismatch(method: str, fitted: dict[str, Any], run: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """{name: (fitted value, run value)} for every sampler setting where `run` differs from `fitted`. A setting the
-    calibration does not record is taken at the method's default (a hyper-parameter added later defaults to the
-    earlier behaviour)."""
+    calibration does not record is taken at its value before it existed (`UNRECORDED`), else at the method's
+    default."""
     import solvers
     try:
         defaults = solvers.hyper_parameters(method)
     except solvers.SolverError:
         defaults = {}
+    defaults = {**defaults, **UNRECORDED.get(method, {})}
     out = {}
     for k, v in run.items():
         ref = fitted.get(k, defaults.get(k, v))

@@ -235,12 +235,23 @@ def test_choose_lambda_flags_sampler_settings_unlike_the_calibrations():
     assert lam == 3.0 and rec["calibrated"]
     for change, words in [({"nfe": 20}, "nfe 50 there, 20 here"), ({"n_samples": 4}, "n_samples 8 there, 4 here"),
                           ({"gamma_scale": 0.25}, "gamma_scale 1.0 there, 0.25 here"),
-                          # not recorded in the entry: compared with the sampler's default (0.0)
+                          # not recorded in the entry: compared with its value before it existed (0.0), not
+                          # with the sampler's default, which may have changed since
                           ({"posterior_below": 10.0}, "posterior_below 0.0 there, 10.0 here")]:
         lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, **change})
         assert lam == 3.0 and not rec["calibrated"] and words in rec["reason"]
     lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, "posterior_below": 0.0})
     assert rec["calibrated"]
+
+
+def test_an_unrecorded_setting_is_its_value_before_it_existed_whatever_the_default(monkeypatch):
+    import solvers
+    fitted = {"nfe": 50, "eta": 1.0, "n_samples": 8}  # written before posterior_below existed
+    real = solvers.hyper_parameters
+    monkeypatch.setattr(solvers, "hyper_parameters", lambda m: {**real(m), "posterior_below": 10.0})
+    assert iv.settings_mismatch("dds", fitted, {**fitted, "posterior_below": 10.0}) == {"posterior_below": (0.0, 10.0)}
+    assert iv.settings_mismatch("dds", fitted, {**fitted, "posterior_below": 0.0}) == {}
+    assert iv.settings_mismatch("dds", {**fitted, "posterior_below": 10.0}, {**fitted, "posterior_below": 10.0}) == {}
 
 
 def test_choose_lambda_flags_an_interval_centred_by_another_magnitude_rule():
