@@ -150,7 +150,7 @@ def test_sigterm_during_a_write_removes_temporaries_and_a_rerun_finishes(tmp_pat
     assert "WRITING" in line, proc.stderr.read()[-2000:]
     assert any(".tmp" in n for n in _hidden(out))  # the temporary exists while writing
     proc.terminate()
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=180)  # a hang guard: loaded 2-core machines have taken > 60 s
     assert proc.returncode == 143
     assert "terminated" in err
     assert _hidden(out) == []  # temporary and lock removed
