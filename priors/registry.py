@@ -92,6 +92,14 @@ def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def weights_sha256(name_or_path: str | Path) -> str | None:
+    """sha256 of a bundled weights file (from the registry) or of the file at that path; None when neither exists."""
+    entry = read_registry().get(str(name_or_path))
+    if entry is not None:
+        return entry["sha256"]
+    return sha256_file(name_or_path) if Path(name_or_path).is_file() else None
+
+
 def read_verified(path: Path | str, sha256: str | None = None, what: str = "prior") -> Any:
     """``torch.load`` (weights only) of a weights file; with ``sha256`` its bytes must hash to it first."""
     data = Path(path).read_bytes()

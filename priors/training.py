@@ -28,7 +28,7 @@ import torch
 from priors.base import EDMPrior, PriorInfo, standard_noise
 from priors.fit import CHECKPOINT_NAME, FitConfig, StepInfo, StepLog, fit
 from priors.networks.unet import UNet, UNetConfig
-from priors.registry import load, read_registry, sha256_file, write_weights
+from priors.registry import load, weights_sha256, write_weights
 
 FORMAT_VERSION = 1
 
@@ -139,9 +139,7 @@ def start_from(net: torch.nn.Module, cfg: UNetConfig, source: str) -> dict[str, 
 def lineage(source: str, meta: dict[str, Any]) -> dict[str, Any]:
     """Where a fine-tuned prior started: ``{"source", "sha256", **meta}`` of prior ``source`` (bundled name or
     file; ``meta`` its training record, itself with an ``"init"`` when it was fine-tuned in turn)."""
-    reg = read_registry()
-    sha = reg[source]["sha256"] if source in reg else sha256_file(source)
-    return {"source": source, "sha256": sha, **meta}
+    return {"source": source, "sha256": weights_sha256(source), **meta}
 
 
 def edm_loss(prior: EDMPrior, x0: torch.Tensor, generator: torch.Generator, p_mean: float, p_std: float,

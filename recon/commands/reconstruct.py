@@ -225,20 +225,11 @@ def settings_hash(args: argparse.Namespace, cfg) -> str:
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def weights_sha256(name: str) -> str | None:
-    """sha256 of a bundled weights file (from the registry) or of the file at path `name`; None when neither
-    exists (loading reports that)."""
-    from priors.registry import read_registry, sha256_file
-
-    entry = read_registry().get(name)
-    if entry is not None:
-        return entry["sha256"]
-    return sha256_file(name) if Path(name).is_file() else None
-
-
 def weights_record(args: argparse.Namespace, methods: list[str], hparams: dict[str, dict]) -> dict[str, dict[str, str | None]]:
     """Per modality, the prior and U-Net this run would load (flag or default) with their sha256: the prior only
     when a posterior method runs, the U-Net only when `uses_unet` (so other weights changing redo nothing)."""
+    from priors.registry import weights_sha256
+
     out: dict[str, dict[str, str | None]] = {}
     for modality in ("mri", "ct"):
         rec: dict[str, str | None] = {}

@@ -9,7 +9,6 @@ from typing import Any, Callable
 import numpy as np
 
 from recon import metrics
-from recon.methods import POSTERIOR_METHODS
 from recon.pipeline.outdir import output_paths, source_record
 from recon.pipeline.volume import VERSION, ReconstructConfig, VolumeResult
 from recon.pipeline.writers import export_dicom, export_nifti, json_safe, write_json, write_panel, write_result_h5
@@ -41,9 +40,8 @@ def _scores(result: VolumeResult, img: np.ndarray, slices: list[int]) -> dict[st
 
 
 def prior_name(cfg: ReconstructConfig, modality: str) -> str:
-    """The prior a run used: --prior, or the default of the file's modality ("" when no posterior method ran)."""
-    if not any(m in POSTERIOR_METHODS for m in cfg.solvers):
-        return cfg.prior_name
+    """The prior a run used: --prior, or the default of the file's modality (`cfg.weights` names a prior only when
+    a posterior method runs; "" otherwise)."""
     return cfg.prior_name or (cfg.weights.get(modality) or {}).get("prior") or ""
 
 
