@@ -183,10 +183,15 @@ def sample_grid(priors: dict[str, Prior], path: Path, n: int = 4, size: int = 12
 def bundle(name: str, run_dir: Path, half: bool = False) -> dict:
     """Export the EMA weights of ``run_dir/checkpoint.pt`` to ``priors/weights/NAME.pt`` and
     record its sha256 in ``registry.json``; returns the registry entry."""
-    from priors.training import CHECKPOINT_NAME, export_prior
+    from priors.training import CHECKPOINT_NAME, export_prior, lineage
 
     out = WEIGHTS_DIR / f"{name}.pt"
-    sha = export_prior(Path(run_dir) / CHECKPOINT_NAME, out, name=name, half=half)
+    ck = torch.load(Path(run_dir) / CHECKPOINT_NAME, map_location="cpu", weights_only=False)
+    source = ck["args"].get("init_from")
+    init = None
+    if source and source != "None" and not ck.get("init"):  # fine-tuned before checkpoints kept their start
+        init = lineage(source, load(source).meta)  # read before `out` (possibly the source) is replaced
+    sha = export_prior(Path(run_dir) / CHECKPOINT_NAME, out, name=name, half=half, init=init)
     size_mb = out.stat().st_size / 2**20
     if size_mb > 25:
         raise ValueError(f"{out} is {size_mb:.1f} MB, over the 25 MB limit for bundled weights; use --half")
@@ -197,6 +202,22 @@ def bundle(name: str, run_dir: Path, half: bool = False) -> dict:
                  "description": DESCRIPTIONS.get(name, obj["info"]["trained_on"])}
     REGISTRY_FILE.write_text(json.dumps(reg, indent=2, sort_keys=True) + "\n")
     return reg[name]
+
+
+def lineage_lines(meta: dict) -> str:
+    """Model-card lines for a fine-tuned prior: each prior it started from, newest first, and the totals."""
+    lines, steps, minutes, m = [], meta.get("steps", 0), meta.get("wall_time_s", 0) / 60, meta
+    while m.get("init"):
+        m = m["init"]
+        a = m.get("args", {})
+        lines.append(f"\n- **Fine-tuned from**: `{m.get('source')}` (sha256 `{m.get('sha256')}`): {m.get('steps')} steps, "
+                     f"lr {a.get('lr')}, batch {a.get('batch')} of {a.get('patch')}x{a.get('patch')} patches, seed "
+                     f"{a.get('seed')}, {m.get('wall_time_s', 0) / 60:.1f} min, final loss {m.get('final_loss', float('nan')):.4f}; "
+                     f"data: {m.get('data')}.")
+        steps, minutes = steps + m.get("steps", 0), minutes + m.get("wall_time_s", 0) / 60
+    if lines:
+        lines.append(f"\n- **In all**: {steps} steps, {minutes:.1f} min of 1-thread CPU training.")
+    return "".join(lines)
 
 
 def write_card(name: str, prior: Prior, rows: list[dict], heldout: str) -> Path:
@@ -224,7 +245,7 @@ def write_card(name: str, prior: Prior, rows: list[dict], heldout: str) -> Path:
   {a.get('batch')}, flips / 90-degree rotations{' / random smooth phase' if info.value_kind == 'complex' else ''};
   seed {a.get('seed')}; 1 CPU thread (`priors.training`).
 - **Steps**: {meta.get('steps')}; **wall time**: {meta.get('wall_time_s', 0) / 60:.1f} min; **final loss** (EDM-weighted,
-  mean of the last logged steps): {meta.get('final_loss', float('nan')):.4f}.
+  mean of the last logged steps): {meta.get('final_loss', float('nan')):.4f}.{lineage_lines(meta)}
 - **File**: `{entry['file']}`, {entry['size_mb']} MB, sha256 `{entry['sha256']}` (verified by `priors.load`).
 
 ## Held-out denoising

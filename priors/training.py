@@ -28,7 +28,7 @@ import torch
 from priors.base import EDMPrior, PriorInfo, standard_noise
 from priors.fit import CHECKPOINT_NAME, FitConfig, StepInfo, StepLog, fit
 from priors.networks.unet import UNet, UNetConfig
-from priors.registry import load, write_weights
+from priors.registry import load, read_registry, sha256_bytes, write_weights
 
 FORMAT_VERSION = 1
 
@@ -117,10 +117,11 @@ def build_prior(config: PriorTrainingConfig, complex_valued: bool, data_desc: st
     return EDMPrior(UNet(**cfg.to_dict()), info), cfg, info
 
 
-def start_from(net: torch.nn.Module, cfg: UNetConfig, source: str) -> None:
+def start_from(net: torch.nn.Module, cfg: UNetConfig, source: str) -> dict[str, Any]:
     """Load the weights of prior ``source`` (bundled name or file) into ``net``; its config must be ``cfg``.
 
-    Prior files hold the EMA weights only: they become both the trained and the averaged weights."""
+    Prior files hold the EMA weights only: they become both the trained and the averaged weights.
+    Returns the source's lineage (`lineage`), which the checkpoint and the exported prior keep."""
     try:
         init = load(source)
     except (KeyError, OSError, ValueError) as e:  # unknown name, unreadable or inconsistent file
@@ -132,6 +133,15 @@ def start_from(net: torch.nn.Module, cfg: UNetConfig, source: str) -> None:
         raise ValueError(f"--init-from {source}: its network config {init_cfg.to_dict()} differs from the "
                          f"requested {cfg.to_dict()} (set --width/--mults/--res-blocks/--no-attention to match)")
     net.load_state_dict(init.net.state_dict())
+    return lineage(source, init.meta)
+
+
+def lineage(source: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Where a fine-tuned prior started: ``{"source", "sha256", **meta}`` of prior ``source`` (bundled name or
+    file; ``meta`` its training record, itself with an ``"init"`` when it was fine-tuned in turn)."""
+    reg = read_registry()
+    sha = reg[source]["sha256"] if source in reg else sha256_bytes(Path(source).read_bytes())
+    return {"source": source, "sha256": sha, **meta}
 
 
 def edm_loss(prior: EDMPrior, x0: torch.Tensor, generator: torch.Generator, p_mean: float, p_std: float,
@@ -201,8 +211,9 @@ def run_train_prior(config: PriorTrainingConfig, sampler: PatchSampler) -> dict[
     device = torch.device(config.device)
     torch.manual_seed(config.seed)  # weight initialisation
     prior, cfg, info = build_prior(config, sampler.complex_valued, sampler.description)
+    init: dict[str, Any] | None = None  # where a fine-tuning run started (kept in the checkpoint)
     if config.init_from and not config.resume:  # a resumed run has the fine-tuned weights in its checkpoint
-        start_from(prior.net, cfg, config.init_from)
+        init = start_from(prior.net, cfg, config.init_from)
     prior.to(device)
     net = prior.net
     ema = copy.deepcopy(net).eval().requires_grad_(False)
@@ -211,13 +222,16 @@ def run_train_prior(config: PriorTrainingConfig, sampler: PatchSampler) -> dict[
     gen = torch.Generator(device=device).manual_seed(config.seed + 3)
 
     def on_resume(ck: dict[str, Any]) -> None:
+        nonlocal init
         if ck["net_config"] != cfg.to_dict():
             raise ValueError(f"checkpoint config {ck['net_config']} differs from the requested {cfg.to_dict()}")
         ema.load_state_dict(ck["ema"])
+        init = ck.get("init")
 
     def extra_state() -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "net_config": cfg.to_dict(), "info": info.to_dict(),
-                "ema": ema.state_dict(), "data_description": sampler.description, "args": config.record()}
+                "ema": ema.state_dict(), "data_description": sampler.description, "args": config.record(),
+                **({"init": init} if init else {})}
 
     result = fit(_edm_step(prior, ema, opt, sampler, config, data_rng, gen, device), net, opt, config.out,
                  config.fit_config(), rngs={"data_rng": data_rng, "torch_rng": gen},
@@ -226,25 +240,30 @@ def run_train_prior(config: PriorTrainingConfig, sampler: PatchSampler) -> dict[
             "checkpoint": str(result.checkpoint), "loss_csv": str(result.log)}
 
 
-def export_prior(checkpoint: Path | str, out: Path | str, name: str | None = None, half: bool = False) -> str:
+def export_prior(checkpoint: Path | str, out: Path | str, name: str | None = None, half: bool = False,
+                 init: dict[str, Any] | None = None) -> str:
     """Write the single-file prior (EMA weights + config + PriorInfo + metadata); returns its sha256.
 
     File layout (``torch.save`` of a dict): ``format_version``, ``kind="edm-unet"``,
     ``net_config`` (`UNetConfig.to_dict`), ``info`` (`PriorInfo.to_dict`), ``state_dict``
-    (EMA weights, float32 or float16), ``meta`` (steps, wall time, final loss, data, args).
+    (EMA weights, float32 or float16), ``meta`` (steps, wall time, final loss, data, args, and for a
+    fine-tuned prior ``init``: the starting prior's `lineage`, from the checkpoint or given as ``init``).
     """
     ck = torch.load(checkpoint, map_location="cpu", weights_only=False)
     info = dict(ck["info"])
     if name:
         info["name"] = name
     sd = {k: (v.half() if half and v.is_floating_point() else v) for k, v in ck["ema"].items()}
+    meta = {"steps": ck["step"], "wall_time_s": ck["wall_time_s"], "final_loss": ck["final_loss"],
+            "data": ck["data_description"], "args": ck["args"]}
+    if init or ck.get("init"):
+        meta["init"] = init or ck["init"]
     obj = {
         "format_version": FORMAT_VERSION,
         "kind": "edm-unet",
         "net_config": ck["net_config"],
         "info": info,
         "state_dict": sd,
-        "meta": {"steps": ck["step"], "wall_time_s": ck["wall_time_s"], "final_loss": ck["final_loss"],
-                 "data": ck["data_description"], "args": ck["args"]},
+        "meta": meta,
     }
     return write_weights(obj, out)

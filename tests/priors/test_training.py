@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 from pathlib import Path
 
 import h5py
@@ -120,6 +121,16 @@ def test_fine_tuning_starts_from_the_given_prior_and_refuses_another_network(tmp
     for key in ("net", "ema"):
         for k, v in exported.items():
             assert torch.equal(tuned[key][k], v), f"{key}.{k} was not taken from the starting prior"
+    # the start is recorded: in the checkpoint, through a resume, and in the exported prior
+    base_sha = hashlib.sha256((tmp_path / "base.pt").read_bytes()).hexdigest()
+    assert tuned["init"]["sha256"] == base_sha and tuned["init"]["steps"] == 20
+    run_train_prior(_config(folder, tmp_path / "tuned", steps=2, lr=0.0, seed=5, resume=True,
+                            init_from=str(tmp_path / "base.pt")), pool)
+    assert torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=False)["init"]["sha256"] == base_sha
+    export_prior(tmp_path / "tuned" / "checkpoint.pt", tmp_path / "tuned.pt")
+    meta = torch.load(tmp_path / "tuned.pt", weights_only=False)["meta"]
+    assert meta["steps"] == 2 and meta["init"]["source"] == str(tmp_path / "base.pt")
+    assert meta["init"]["sha256"] == base_sha and "init" not in meta["init"]
     with pytest.raises(ValueError, match="network config .* differs"):
         run_train_prior(_config(folder, tmp_path / "wide", steps=1, width=16, init_from=str(tmp_path / "base.pt")),
                         pool)
