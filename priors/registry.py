@@ -83,6 +83,15 @@ def prior_from_dict(obj: dict[str, Any], device: str | torch.device = "cpu") -> 
     return prior
 
 
+def sha256_file(path: Path | str, chunk: int = 1 << 22) -> str:
+    """sha256 of a file's bytes, read in chunks (published checkpoints can be large)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_verified(path: Path | str, sha256: str | None = None, what: str = "prior") -> Any:
     """``torch.load`` (weights only) of a weights file; with ``sha256`` its bytes must hash to it first."""
     data = Path(path).read_bytes()

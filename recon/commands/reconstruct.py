@@ -204,7 +204,8 @@ def build_config(args: argparse.Namespace):
         ct=CTSpec(args.views, args.arc, args.I0, args.seed), slices=parse_slices(args.slices),
         device=args.device, n_maps=parse_maps(args.maps), noise_std=parse_noise_std(args.noise_std),
         magnitude=args.magnitude, primary=primary, save_samples=args.save_samples, save_maps=args.save_maps,
-        export=exports, quiet=args.quiet, prior_name=args.prior or "", hparams=parse_hparams(args.hparams, methods))
+        export=exports, quiet=args.quiet, prior_name=args.prior or "", hparams=parse_hparams(args.hparams, methods),
+        weights=weights_record(args))
     cfg.settings_hash = settings_hash(args, cfg)
     return cfg
 
@@ -219,8 +220,29 @@ def settings_hash(args: argparse.Namespace, cfg) -> str:
               "samples": args.samples, "nfe": args.nfe, "prior": args.prior, "prior_family": args.prior_family,
               "prior_config": args.prior_config, "unet": args.unet, "modality": args.modality,
               "save_samples": cfg.save_samples, "save_maps": cfg.save_maps, "export": cfg.export, "version": VERSION,
-              **({"hparams": cfg.hparams} if cfg.hparams else {})}
+              "weights": cfg.weights, **({"hparams": cfg.hparams} if cfg.hparams else {})}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def weights_sha256(name: str) -> str | None:
+    """sha256 of a bundled weights file (from the registry) or of the file at path `name`; None when neither
+    exists (loading reports that)."""
+    from priors.registry import read_registry, sha256_file
+
+    entry = read_registry().get(name)
+    if entry is not None:
+        return entry["sha256"]
+    return sha256_file(name) if Path(name).is_file() else None
+
+
+def weights_record(args: argparse.Namespace) -> dict[str, dict[str, str | None]]:
+    """Per modality, the prior and U-Net names this run would load (flag or default) and their sha256."""
+    out = {}
+    for modality in ("mri", "ct"):
+        prior, unet = args.prior or DEFAULT_PRIOR[modality], args.unet or DEFAULT_UNET[modality]
+        out[modality] = {"prior": prior, "prior_sha256": weights_sha256(prior),
+                         "unet": unet, "unet_sha256": weights_sha256(unet)}
+    return out
 
 
 def load_prior(name: str, family: str | None, config: str | None, device: str):

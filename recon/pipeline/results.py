@@ -9,6 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from recon import metrics
+from recon.methods import POSTERIOR_METHODS
 from recon.pipeline.outdir import output_paths, source_record
 from recon.pipeline.volume import VERSION, ReconstructConfig, VolumeResult
 from recon.pipeline.writers import export_dicom, export_nifti, json_safe, write_json, write_panel, write_result_h5
@@ -37,6 +38,13 @@ def _scores(result: VolumeResult, img: np.ndarray, slices: list[int]) -> dict[st
                 "nmse": _metric(metrics.nmse, ref, pred)}
     return {"psnr": _metric(metrics.psnr, ref, img), "ssim": _metric(metrics.ssim, ref, img),
             "nmse": _metric(metrics.nmse, ref, img)}
+
+
+def prior_name(cfg: ReconstructConfig, modality: str) -> str:
+    """The prior a run used: --prior, or the default of the file's modality ("" when no posterior method ran)."""
+    if not any(m in POSTERIOR_METHODS for m in cfg.solvers):
+        return cfg.prior_name
+    return cfg.prior_name or (cfg.weights.get(modality) or {}).get("prior") or ""
 
 
 def primary_method(cfg: ReconstructConfig, result: VolumeResult) -> str | None:
@@ -106,7 +114,8 @@ def summarise(path: Path, cfg: ReconstructConfig, result: VolumeResult) -> dict[
                "n_slices_file": result.n_slices_file, "primary": primary,
                "acceleration": result.info.get("acceleration"), "mask": result.info.get("mask"),
                **{k: v for k, v in result.info.items() if k not in ("acceleration", "mask")},
-               "prior": cfg.prior_name, "seed": cfg.mask.seed, "units": "HU" if result.modality == "ct" else "magnitude",
+               "prior": prior_name(cfg, result.modality), "weights": cfg.weights.get(result.modality),
+               "seed": cfg.mask.seed, "units": "HU" if result.modality == "ct" else "magnitude",
                "solvers": solvers_out, "hparams": {m: r.hparams for m, r in result.methods.items() if r.means},
                "software_version": VERSION}
     if result.slice_errors:
@@ -141,7 +150,7 @@ def write_outputs(out_dir: Path, cfg: ReconstructConfig, summary: dict[str, Any]
                 "samples": samples.get(primary), init_name: f32(init),
                 "reference": None if result.reference is None else f32(result.reference), **result.extra}
     attrs = {"solver": primary or "", "primary": primary or "", "solvers": ",".join(cfg.solvers),
-             "prior": cfg.prior_name, "nfe": summary["solvers"].get(primary, {}).get("nfe", 0), "seed": cfg.mask.seed,
+             "prior": summary["prior"], "nfe": summary["solvers"].get(primary, {}).get("nfe", 0), "seed": cfg.mask.seed,
              "modality": result.modality, "units": summary["units"], "software_version": VERSION,
              "source_file": summary["file"], "settings_hash": cfg.settings_hash,
              "slices": json.dumps(done[primary].slices if primary else []), "n_slices_file": result.n_slices_file,

@@ -34,7 +34,10 @@ class ReconstructConfig:
         save_samples, save_maps: also store the posterior samples / coil maps.
         export: subset of {"nifti", "dicom"}.
         quiet: no progress bars.
-        prior_name: recorded in the outputs.
+        prior_name: recorded in the outputs ("" = the default prior of the file's modality, named in `weights`).
+        weights: per modality, the prior and U-Net a run loads with their sha256 (`{"mri": {"prior": NAME,
+            "prior_sha256": ..., "unet": NAME, "unet_sha256": ...}}`): recorded, and part of `settings_hash`, so
+            new weights under an old name redo a file instead of keeping its old outputs.
         hparams: posterior methods' hyper-parameter overrides, e.g. ``{"dds": {"eta": 0.85}}`` (`--set`).
         settings_hash: digest of every setting that changes results (recorded; reruns compare it).
     """
@@ -53,6 +56,7 @@ class ReconstructConfig:
     export: tuple[str, ...] = ()
     quiet: bool = False
     prior_name: str = ""
+    weights: dict[str, dict[str, str | None]] = field(default_factory=dict)
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)
     settings_hash: str = ""
 

@@ -21,6 +21,7 @@ import torch
 from skimage.data import shepp_logan_phantom
 from skimage.transform import resize
 
+from priors.registry import WEIGHTS_DIR, read_registry
 from recon.cli import main as cli
 from recon.data.io import write_fastmri
 from recon.pipeline.outdir import OutputLock
@@ -403,6 +404,33 @@ def test_rerun_skips_only_when_nothing_changed(tmp_path, capsys):
     assert cli(args + ["--slices", "0:1"]) == 0
     assert "recompute" in capsys.readouterr().out
     assert _json(out / "case.json")["slices"] == [0]
+
+
+def test_new_weights_under_the_same_name_redo_the_file(tmp_path, capsys):
+    """The prior's sha256 is recorded and is part of the settings: replaced weights do not count as done."""
+    a = _mri(tmp_path / "in" / "case.h5", n_slices=1)
+    prior = tmp_path / "prior.pt"
+    obj = torch.load(WEIGHTS_DIR / "brain-mri-complex.pt", weights_only=True)
+    torch.save(obj, prior)
+    out = tmp_path / "out"
+    args = ["reconstruct", str(a), "--out", str(out), "--solver", "dds", "--nfe", "2", "--samples", "1",
+            "--accel", "3", "--center-fraction", "0.25", "--prior", str(prior)]
+    assert cli(args) == 0
+    rec = _json(out / "case.json")
+    assert rec["prior"] == str(prior) and rec["weights"]["prior_sha256"] == _sha(prior)
+    assert rec["weights"]["unet"] == "unet-brain-mri"
+    capsys.readouterr()
+    assert cli(args) == 0
+    assert "skip (complete)" in capsys.readouterr().out
+    torch.save({**obj, "meta": {**obj["meta"], "note": "retrained"}}, prior)  # new bytes, same name
+    assert cli(args) == 0
+    assert "recompute" in capsys.readouterr().out
+    assert _json(out / "case.json")["weights"]["prior_sha256"] == _sha(prior)
+    # the default prior is named, with the registry's sha256, when no --prior is given
+    assert cli(["reconstruct", str(a), "--out", str(tmp_path / "o2"), *args[4:-2]]) == 0
+    rec = _json(tmp_path / "o2" / "case.json")
+    assert rec["prior"] == "brain-mri-complex"
+    assert rec["weights"]["prior_sha256"] == read_registry()["brain-mri-complex"]["sha256"]
 
 
 def test_directories_suffixes_and_empty_folders(tmp_path, capsys):
