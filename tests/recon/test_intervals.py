@@ -235,11 +235,11 @@ def test_choose_lambda_flags_sampler_settings_unlike_the_calibrations():
     assert lam == 3.0 and rec["calibrated"]
     for change, words in [({"nfe": 20}, "nfe 50 there, 20 here"), ({"n_samples": 4}, "n_samples 8 there, 4 here"),
                           ({"gamma_scale": 0.25}, "gamma_scale 1.0 there, 0.25 here"),
-                          # not recorded in the entry: compared with the sampler's default (0.0)
-                          ({"posterior_below": 10.0}, "posterior_below 0.0 there, 10.0 here")]:
+                          # not recorded in the entry: compared with the sampler's default (10.0)
+                          ({"posterior_below": 0.0}, "posterior_below 10.0 there, 0.0 here")]:
         lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, **change})
         assert lam == 3.0 and not rec["calibrated"] and words in rec["reason"]
-    lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, "posterior_below": 0.0})
+    lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, sampler={**fitted, "posterior_below": 10.0})
     assert rec["calibrated"]
 
 
