@@ -84,9 +84,19 @@ def cases(modality: str, settings: list[str], n: int, device: torch.device,
     return [bench.ct_case(src, table[name], i, device) for name in settings for i, src in enumerate(sources)]
 
 
+DEFAULT_SAMPLES = 4  # the sweep's --samples default; records written before they recorded it were made with it
+
+
+def samples_of(rec: dict[str, Any]) -> int | None:
+    """Posterior samples a record's run drew (None for a classical method)."""
+    if rec["method"] not in POSTERIOR_METHODS:
+        return None
+    return rec.get("n_samples", DEFAULT_SAMPLES)
+
+
 def _key(rec: dict[str, Any]) -> tuple:
     return (rec["method"], json.dumps(rec["hparams"], sort_keys=True), rec["setting"], rec["case"], rec["nfe_request"],
-            rec.get("noise_std"))
+            rec.get("noise_std"), samples_of(rec))
 
 
 def sweep(args: argparse.Namespace) -> None:
@@ -115,7 +125,7 @@ def sweep(args: argparse.Namespace) -> None:
             for case in all_cases:
                 run = bench.MethodRun(method, method, args.nfe, tuple(hp.items()))
                 rec0 = {"method": method, "hparams": hp, "setting": case.setting, "case": case.name,
-                        "nfe_request": args.nfe}
+                        "nfe_request": args.nfe, "n_samples": args.samples}
                 if _key(rec0) in done:
                     continue
                 o = bench.execute(run, case, settings)
@@ -175,7 +185,8 @@ def noisy_sweep(args: argparse.Namespace) -> None:
             for case in all_cases:
                 hp_rec = hp if sigma_y is None or sigma_y == noise else {**hp, "sigma_y": sigma_y}
                 rec0 = {"method": method, "hparams": hp_rec, "setting": case.setting, "case": case.name,
-                        "nfe_request": args.nfe if sigma_y is not None else None, "noise_std": noise}
+                        "nfe_request": args.nfe if sigma_y is not None else None, "noise_std": noise,
+                        "n_samples": args.samples if method in POSTERIOR_METHODS else None}
                 if _key(rec0) in done:
                     continue
                 run = bench.MethodRun(method, method, args.nfe if sigma_y is not None else None, tuple(hp.items()))
@@ -208,7 +219,7 @@ def report(files: list[str], append: bool) -> str:
     meta: dict[tuple, dict[str, Any]] = {}
     settings: list[str] = []
     for r in recs:
-        key = (r["modality"], r["method"], json.dumps(r["hparams"], sort_keys=True))
+        key = (r["modality"], r["method"], json.dumps(r["hparams"], sort_keys=True), samples_of(r))
         col = r["setting"] if r.get("noise_std") is None else f"{r['setting']} noise {r['noise_std']:g}"
         groups[key][col].append((r["psnr"], r["ssim"]))
         meta.setdefault(key, {"nfe": r["nfe"], "wall": []})["wall"].append(r["wall_s"])
@@ -216,13 +227,14 @@ def report(files: list[str], append: bool) -> str:
             settings.append(col)
     lines = ["| modality | method | hyper-parameters | NFE | " + " | ".join(settings) + " | s / run |",
              "|---|---|---|---:|" + "---:|" * len(settings) + "---:|"]
-    for key in sorted(groups, key=lambda k: (k[0], k[1], tuple(json.loads(k[2]).values()))):
-        mod, method, hp = key
+    for key in sorted(groups, key=lambda k: (k[0], k[1], tuple(json.loads(k[2]).values()), k[3] or 0)):
+        mod, method, hp, n_samples = key
         cells = []
         for s in settings:
             v = groups[key].get(s)
             cells.append("–" if not v else f"{np.mean([p for p, _ in v]):.2f} / {np.mean([q for _, q in v]):.3f} ({len(v)})")
-        hp_txt = ", ".join(f"{k}={v}" for k, v in json.loads(hp).items())
+        hp_txt = ", ".join([f"{k}={v}" for k, v in json.loads(hp).items()]
+                           + ([f"{n_samples} samples"] if n_samples not in (None, DEFAULT_SAMPLES) else []))
         lines.append(f"| {mod} | {method} | {hp_txt} | {meta[key]['nfe']} | " + " | ".join(cells)
                      + f" | {np.mean(meta[key]['wall']):.0f} |")
     table = "\n".join(lines)
@@ -232,7 +244,7 @@ def report(files: list[str], append: bool) -> str:
                        "Mean PSNR (dB) / SSIM over the validation cases (count in parentheses), fastMRI convention "
                        "(MRI magnitude; CT on HU clipped to [-1024, 2000]). MRI: BrainWeb 49 and 50, 8 coils, "
                        "central 144 x 120 of k-space; CT: head slices 72..83 (evenly spaced), 128 x 128, noiseless "
-                       "parallel beam. 4 posterior samples, sampler seed 0, mask seed = case index, "
+                       "parallel beam. 4 posterior samples unless a row says otherwise, sampler seed 0, mask seed = case index, "
                        "1 torch thread per run. Raw records: benchmarks/results/tuning/*.jsonl.")
     return table
 
@@ -244,7 +256,7 @@ def main() -> None:
     ap.add_argument("--settings", default=None, help="benchmark setting names (default: random-8x / sparse-60)")
     ap.add_argument("--slices", type=int, default=1, help="MRI: slices per validation subject; CT: slices")
     ap.add_argument("--max-cases", type=int, default=None, help="first N cases per setting only (costly methods)")
-    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--samples", type=int, default=DEFAULT_SAMPLES)
     ap.add_argument("--grid", action="append", metavar="NAME=V1,V2",
                     help="replace one hyper-parameter's grid (repeatable; applies to every method swept)")
     ap.add_argument("--nfe", type=int, default=None, help="override every method's default NFE")
