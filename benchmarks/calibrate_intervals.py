@@ -76,7 +76,8 @@ def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndar
         rows = [done.index(s) for s in slices] if "reference" in f else []
         return (as_rss(g["mean"][()], record, slices) + shift, g["std"][()], f["reference"][()][rows] + shift,
                 iv.sampler_settings(record["solvers"][method]["nfe"], record["hparams"][method],
-                                    "rss" if record["modality"] == "mri" else None))
+                                    "rss" if record["modality"] == "mri" else None,
+                                    record.get("weights", {}).get("prior_sha256")))
 
 
 def as_rss(mean: np.ndarray, record: dict, slices: list[int]) -> np.ndarray:

@@ -242,12 +242,15 @@ def load_table(prior_name: str) -> CalibrationTable | None:
 RUN_SPECIFIC = ("seed", "scale", "sigma_y", "n_steps")  # recorded hyper-parameters that follow the data or the seed
 
 
-def sampler_settings(nfe: int, hparams: dict[str, Any], magnitude: str | None = None) -> dict[str, Any]:
+def sampler_settings(nfe: int, hparams: dict[str, Any], magnitude: str | None = None,
+                     prior_sha256: str | None = None) -> dict[str, Any]:
     """What a posterior's spread depends on besides the data: NFE, number of samples and the method's
-    hyper-parameters (a `Posterior.hparams` record without its run-specific entries), and for MRI the rule
-    that places the interval's centre (`recon reconstruct --magnitude`)."""
+    hyper-parameters (a `Posterior.hparams` record without its run-specific entries), for MRI the rule
+    that places the interval's centre (`recon reconstruct --magnitude`), and the prior's weights (sha256 of the
+    file, as the output JSON's `weights` records it): new weights under the same name need a new fit."""
     return {"nfe": nfe, **{k: v for k, v in hparams.items() if k not in RUN_SPECIFIC},
-            **({"magnitude": magnitude} if magnitude else {})}
+            **({"magnitude": magnitude} if magnitude else {}),
+            **({"prior_sha256": prior_sha256} if prior_sha256 else {})}
 
 
 # Hyper-parameters added after calibration entries were first written, at the value that reproduces the behaviour
@@ -258,7 +261,8 @@ UNRECORDED: dict[str, dict[str, Any]] = {"dds": {"posterior_below": 0.0}}
 def settings_mismatch(method: str, fitted: dict[str, Any], run: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
     """{name: (fitted value, run value)} for every sampler setting where `run` differs from `fitted`. A setting the
     calibration does not record is taken at its value before it existed (`UNRECORDED`), else at the method's
-    default."""
+    default; the prior's sha256, where the entry does not record it, is not compared (every bundled entry records
+    it)."""
     import solvers
     try:
         defaults = solvers.hyper_parameters(method)

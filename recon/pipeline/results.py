@@ -216,8 +216,9 @@ def _write_exports(out_dir: Path, cfg: ReconstructConfig, result: VolumeResult, 
             export_dicom(out_dir / f"{result.name}_std_dicom", std, f"{primary} posterior std", modality)
 
 
-def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05) -> None:
-    """95% intervals (`recon.intervals`) for every method with a std, calibrated by the prior's table."""
+def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_sha256: str | None = None) -> None:
+    """95% intervals (`recon.intervals`) for every method with a std, calibrated by the prior's table (an entry
+    fitted with other weights than `prior_sha256` is flagged uncalibrated)."""
     from recon import intervals
 
     for m, r in result.methods.items():
@@ -227,7 +228,7 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05) -> None
         mean, std = np.stack(r.means) + shift, np.stack(r.stds)
         rel = float(np.median(intervals.relative_std(mean, std)))
         rule = result.info.get("magnitude", {}).get("rule") if result.modality == "mri" else None
-        sampler = intervals.sampler_settings(r.nfe, r.hparams, rule) if r.hparams else None
+        sampler = intervals.sampler_settings(r.nfe, r.hparams, rule, prior_sha256) if r.hparams else None
         band = intervals.ct_band(result.info) if result.modality == "ct" else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
                                               sampler, band)

@@ -253,7 +253,7 @@ def reconstruct_file(path: Path, cfg: ReconstructConfig, settings_for: Callable[
     modality = modality or detect_modality(path)
     settings = settings_for(modality)
     result = run_mri_file(path, cfg, settings) if modality == "mri" else run_ct_file(path, cfg, settings)
-    add_intervals(result, settings.intervals)
+    add_intervals(result, settings.intervals, prior_sha256=cfg.weights.get(modality, {}).get("prior_sha256"))
     summary = summarise(path, cfg, result)
     write_outputs(out_dir, cfg, summary, result)
     return summary

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import solvers
+from priors.registry import weights_sha256
 from recon import intervals as iv
 from recon.problems.ct import CTSpec
 from solvers.posterior import Posterior
@@ -164,6 +165,36 @@ def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_
     assert lam == 2.5 and json.loads((out / "p.json").read_text())["solvers"]["dds"]["interval"]["band"] == "R<=5"
 
 
+def test_an_entry_fitted_with_other_prior_weights_is_flagged_uncalibrated(tmp_path):
+    """New weights under a prior's old name: the run's `weights` record reaches the interval, and an entry fitted
+    with another sha256 is flagged (an entry that records none is not compared)."""
+    from recon.data.io import write_fastmri
+    from recon.data.simulate import simulate_multicoil
+    from recon.methods import MethodConfig
+    from recon.pipeline.run import reconstruct_file
+    from recon.pipeline.volume import ReconstructConfig
+    from recon.problems.mri import MaskSpec
+    from tests.recon.pipeline.test_pipeline import _gaussian_prior, _phantom
+
+    k, _, _ = simulate_multicoil(torch.from_numpy(_phantom(5)[None]), n_coils=4, noise_std=0.002, seed=0)
+    src = write_fastmri(tmp_path / "p.h5", k)
+    fitted, new = "a" * 64, "b" * 64
+    table = iv.CalibrationTable("gaussian", [iv.CalibrationEntry("dds", "mri", "R<=5", 2.5, 0.05, "crc", 40,
+                                                                 sampler={"prior_sha256": fitted,
+                                                                          "posterior_below": 10.0})])
+    settings = MethodConfig(prior=_gaussian_prior(), n_samples=2, nfe=6, progress=False, intervals=table)
+    records = {}
+    for sha in (fitted, new):
+        cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("random", 3, 0.2, 0), quiet=True,
+                                weights={"mri": {"prior": "gaussian", "prior_sha256": sha}})
+        records[sha] = reconstruct_file(src, cfg, lambda m: settings, tmp_path / sha[0])["solvers"]["dds"]["interval"]
+    assert records[fitted]["calibrated"]
+    assert not records[new]["calibrated"] and f"prior_sha256 {fitted} there, {new} here" in records[new]["reason"]
+    lam, rec = iv.choose_lambda(iv.CalibrationTable("g", [dataclasses.replace(table.entries[0], sampler={})]),
+                                "dds", "mri", 4.0, sampler=iv.sampler_settings(50, {}, "rss", new))
+    assert rec["calibrated"] and lam == 2.5
+
+
 @pytest.mark.parametrize("prior,modality,split", [("brain-mri-complex", "mri", "BrainWeb [49, 50]"),
                                                    ("head-ct", "ct", "slices 72:84 (validation)")])
 def test_the_bundled_tables_are_crc_fits_on_validation_slices(prior, modality, split):
@@ -188,6 +219,7 @@ def test_the_bundled_tables_are_crc_fits_on_validation_slices(prior, modality, s
         assert e.sampler["nfe"] == solvers.get_method(e.method).default_nfe
         assert iv.settings_mismatch(e.method, e.sampler, solvers.hyper_parameters(e.method)) == {}
         assert e.modality != "mri" or e.sampler["magnitude"] == "rss"   # centred as `--magnitude` defaults
+        assert e.sampler["prior_sha256"] == weights_sha256(prior)          # fitted with the bundled weights
     # the default acquisition has an entry: MRI 4x, CT as `recon reconstruct` simulates it by default
     band = iv.ct_band({"geometry": "parallel", **dataclasses.asdict(CTSpec())}) if modality == "ct" else None
     entry = table.lookup("dds", modality, 4.0, band)
