@@ -36,9 +36,10 @@ above. There the proximal weight is small (gamma ||A||^2 ~ v / sigma_y^2 < c^2):
 step, and carrying the correction forward counts the data again; higher up the step is close to a projection
 and the paper's re-noising is what gives the better images. On the noisy Gaussian test c = 10 gives 0.35, 0.86
 (mean error, std ratio; sigma_y 0.1) and 0.31, 0.91 at sigma_y 0.3; on fastMRI-like validation slices it cost
-0.10 / 0.04 dB PSNR (random 4x / 8x) against the default and widened the spread (coverage of the calibrated
-interval 0.87 -> 0.98 at 4x): benchmarks/RESULTS.md, Solver defaults. Default 10 (since the fine-tuned
-brain prior, 2026-11-30): the closed-form spread at a tenth of a dB; 0 restores the paper's re-noising everywhere.
+0.10 / 0.04 dB PSNR (random 4x / 8x) against c = 0 with the earlier prior and widened the spread (1.96-std coverage
+on the test slices at 4x 0.887 -> 0.929 together with the fine-tuned prior): benchmarks/RESULTS.md, Solver
+defaults. Default 10 (since the fine-tuned brain prior, 2026-11-30): the closed-form spread at a tenth of a dB;
+0 restores the paper's re-noising everywhere.
 """
 from __future__ import annotations
 
