@@ -87,11 +87,14 @@ def cases(modality: str, settings: list[str], n: int, device: torch.device,
 DEFAULT_SAMPLES = 4  # the sweep's --samples default; records written before they recorded it were made with it
 
 
+def sample_count(method: str, samples: int) -> int | None:
+    """Posterior samples a run of `method` draws with ``--samples`` (None for a classical method)."""
+    return samples if method in POSTERIOR_METHODS else None
+
+
 def samples_of(rec: dict[str, Any]) -> int | None:
-    """Posterior samples a record's run drew (None for a classical method)."""
-    if rec["method"] not in POSTERIOR_METHODS:
-        return None
-    return rec.get("n_samples", DEFAULT_SAMPLES)
+    """`sample_count` of a record's run."""
+    return sample_count(rec["method"], rec.get("n_samples", DEFAULT_SAMPLES))
 
 
 def _key(rec: dict[str, Any]) -> tuple:
@@ -125,7 +128,7 @@ def sweep(args: argparse.Namespace) -> None:
             for case in all_cases:
                 run = bench.MethodRun(method, method, args.nfe, tuple(hp.items()))
                 rec0 = {"method": method, "hparams": hp, "setting": case.setting, "case": case.name,
-                        "nfe_request": args.nfe, "n_samples": args.samples}
+                        "nfe_request": args.nfe, "n_samples": sample_count(method, args.samples)}
                 if _key(rec0) in done:
                     continue
                 o = bench.execute(run, case, settings)
@@ -186,7 +189,7 @@ def noisy_sweep(args: argparse.Namespace) -> None:
                 hp_rec = hp if sigma_y is None or sigma_y == noise else {**hp, "sigma_y": sigma_y}
                 rec0 = {"method": method, "hparams": hp_rec, "setting": case.setting, "case": case.name,
                         "nfe_request": args.nfe if sigma_y is not None else None, "noise_std": noise,
-                        "n_samples": args.samples if method in POSTERIOR_METHODS else None}
+                        "n_samples": sample_count(method, args.samples)}
                 if _key(rec0) in done:
                     continue
                 run = bench.MethodRun(method, method, args.nfe if sigma_y is not None else None, tuple(hp.items()))

@@ -133,20 +133,27 @@ def test_table_put_replaces_the_same_method_and_band_only():
                                                                   ("dds", "R>5", 3.7)]
 
 
+def _phantom_file(path):
+    """A 4-coil fastMRI file of the pipeline tests' phantom, k-space noise std 0.002."""
+    from recon.data.io import write_fastmri
+    from recon.data.simulate import simulate_multicoil
+    from tests.recon.pipeline.test_pipeline import _phantom
+
+    k, _, _ = simulate_multicoil(torch.from_numpy(_phantom(5)[None]), n_coils=4, noise_std=0.002, seed=0)
+    return write_fastmri(path, k)
+
+
 def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_path):
     import h5py
     import json
 
-    from recon.data.io import write_fastmri
     from recon.methods import MethodConfig
     from recon.pipeline.run import reconstruct_file
     from recon.pipeline.volume import ReconstructConfig
     from recon.problems.mri import MaskSpec
-    from recon.data.simulate import simulate_multicoil
-    from tests.recon.pipeline.test_pipeline import N, _gaussian_prior, _phantom
+    from tests.recon.pipeline.test_pipeline import N, _gaussian_prior
 
-    k, _, _ = simulate_multicoil(torch.from_numpy(_phantom(5)[None]), n_coils=4, noise_std=0.002, seed=0)
-    src = write_fastmri(tmp_path / "p.h5", k)
+    src = _phantom_file(tmp_path / "p.h5")
     cfg = ReconstructConfig(solvers=["dds", "zero-filled"], mask=MaskSpec("random", 3, 0.2, 0), quiet=True)
     table = iv.CalibrationTable("gaussian", [iv.CalibrationEntry("dds", "mri", "R<=5", 2.5, 0.05, "crc", 40)])
     for tbl, out in ((None, tmp_path / "a"), (table, tmp_path / "b")):
@@ -168,16 +175,13 @@ def test_reconstruct_writes_calibrated_intervals_and_says_when_uncalibrated(tmp_
 def test_an_entry_fitted_with_other_prior_weights_is_flagged_uncalibrated(tmp_path):
     """New weights under a prior's old name: the run's `weights` record reaches the interval, and an entry fitted
     with another sha256 is flagged (an entry that records none is not compared)."""
-    from recon.data.io import write_fastmri
-    from recon.data.simulate import simulate_multicoil
     from recon.methods import MethodConfig
     from recon.pipeline.run import reconstruct_file
     from recon.pipeline.volume import ReconstructConfig
     from recon.problems.mri import MaskSpec
-    from tests.recon.pipeline.test_pipeline import _gaussian_prior, _phantom
+    from tests.recon.pipeline.test_pipeline import _gaussian_prior
 
-    k, _, _ = simulate_multicoil(torch.from_numpy(_phantom(5)[None]), n_coils=4, noise_std=0.002, seed=0)
-    src = write_fastmri(tmp_path / "p.h5", k)
+    src = _phantom_file(tmp_path / "p.h5")
     fitted, new = "a" * 64, "b" * 64
     table = iv.CalibrationTable("gaussian", [iv.CalibrationEntry("dds", "mri", "R<=5", 2.5, 0.05, "crc", 40,
                                                                  sampler={"prior_sha256": fitted,
