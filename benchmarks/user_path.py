@@ -4,6 +4,11 @@ resolution), one row per method and setting, numbers read from the JSON it write
 
     python -m benchmarks.user_path --work /tmp/user_path --subjects 51 52 --slices 1 \
         --settings random:4 random:8 equispaced:4 --report benchmarks/results/user_path.md
+
+With ``--anatomy pkdata`` the files hold another anatomy instead: the first echo of the real complex chest and
+abdomen images in ``../shared/data/complex`` (ISMRM 2012 fat-water challenge; evaluation data, never
+training data), acquired by 12 simulated coils with the same readout oversampling and noise: what the
+brain-trained prior, U-Net and interval table meet on a scan unlike their data.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import numpy as np
 
 from benchmarks.common import machine, write_report
 from recon.cli import main as cli
+from solvers.posterior import OBJECT_LEVEL
 
 METHODS = "dds,l1-wavelet,unet,zero-filled"
 
@@ -31,6 +37,34 @@ def make_files(folder: Path, subjects: list[int], n_slices: int) -> list[Path]:
         p = folder / f"brainweb{s:02d}_t1w_{n_slices}sl.h5"
         if not p.exists():
             write_volume(p, s, FastMRILikeSpec(n_slices=n_slices))
+        paths.append(p)
+    return paths
+
+
+PKDATA = ("PKdata1", "PKdata2", "PKdata7", "PKdata11", "PKdataset16", "PKdataset17")
+PKDATA_COILS = 12
+
+
+def make_pkdata_files(folder: Path, names: tuple[str, ...] = PKDATA, echo: int = 0) -> list[Path]:
+    """fastMRI-like files of the real complex images ``complex/NAME.h5`` (one slice each, recon size = the
+    image's, 12 coils), written once and reused."""
+    import h5py
+
+    from recon.data.brainweb import SHARED_DATA
+    from recon.data.simulate.fastmri_like import FastMRILikeSpec, write_images
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, name in enumerate(names):
+        p = folder / f"{name.lower()}_echo{echo}.h5"
+        if not p.exists():
+            src = SHARED_DATA / "complex" / f"{name}.h5"
+            with h5py.File(src) as f:
+                image = f["images"][echo]
+            write_images(p, image[None] / np.percentile(np.abs(image), 99), FastMRILikeSpec(n_coils=PKDATA_COILS),
+                         {"acquisition": "CHEST_ABDOMEN_SIMULATED_COILS", "patient_id": name,
+                          "source": f"{src.name} echo {echo} (ISMRM 2012 fat-water challenge), coils and noise "
+                                    "simulated by diffrecon (recon.data.simulate.fastmri_like.write_images)"}, seed=i)
         paths.append(p)
     return paths
 
@@ -92,6 +126,23 @@ def scores(folders: list[Path], files: list[Path], methods: list[str],
     return out
 
 
+def interval_rows(folder: Path, files: list[Path], methods: list[str]) -> dict[str, dict[str, list]]:
+    """{method: {"coverage", "width", "calibrated": per-file values}} for the methods whose JSON in ``folder``
+    reports a 95% interval (`coverage_95`, `mean_interval_width`, `interval.calibrated`)."""
+    out: dict[str, dict[str, list]] = {}
+    for f in files:
+        j = folder / f"{f.stem}.json"
+        if not j.exists():
+            continue
+        for m, s in json.loads(j.read_text())["solvers"].items():
+            if m in methods and "coverage_95" in s:
+                row = out.setdefault(m, {"coverage": [], "width": [], "calibrated": []})
+                row["coverage"].append(s["coverage_95"])
+                row["width"].append(s["mean_interval_width"])
+                row["calibrated"].append(bool(s.get("interval", {}).get("calibrated")))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=Path("benchmarks/data/fastmri_like"))
@@ -102,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", default=[], metavar="LABEL=FOLDER",
                     help="a column LABEL from FOLDER/MASK-R: the same files run with other settings (its primary "
                          "method, e.g. --solver ccdf --set ccdf.init=unet)")
+    ap.add_argument("--anatomy", choices=("brainweb", "pkdata"), default="brainweb",
+                    help="brainweb: the test subjects' fastMRI-like files; pkdata: chest and abdomen images "
+                         "(module docstring)")
     ap.add_argument("--subjects", type=int, nargs="+", default=[51, 52, 53, 54])
     ap.add_argument("--slices", type=int, default=4)
     ap.add_argument("--settings", nargs="+", default=["random:4", "random:8", "equispaced:4"])
@@ -111,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-only", action="store_true",
                     help="reconstruct nothing: tabulate the files already in --work (the table says how many)")
     a = ap.parse_args(argv)
-    files = make_files(a.data / "test", a.subjects, a.slices)
+    files = (make_files(a.data / "test", a.subjects, a.slices) if a.anatomy == "brainweb"
+             else make_pkdata_files(a.data / "pkdata"))
     methods = a.methods.split(",")
     if any("=" not in v for v in a.variant):
         ap.error("--variant expects LABEL=FOLDER")
@@ -121,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     head = "| setting | " + " | ".join(columns) + "".join(f" | dds - {m}" for m in versus) + " | files |"
     rule = "|---|" + "---|" * (len(columns) + len(versus) + 1)
     full, obj = [head, rule], [head, rule]
+    cov = ["| setting | method | coverage (95% interval) | mean width | files flagged calibrated |", "|---|---|---|---|---|"]
     for setting in a.settings:
         mask, accel = setting.split(":")
         out = a.work / setting.replace(":", "-")
@@ -137,12 +193,30 @@ def main(argv: list[str] | None = None) -> int:
             gaps = "".join(f" | {mean.get('dds', np.nan) - mean[m]:+.2f}" for m in versus)
             lines.append(f"| {mask} {accel}x | " + " | ".join(cells) + gaps + f" | {n} |")
         print(full[-1], flush=True)
-    command = (f"python -m benchmarks.user_path --work {a.work} --subjects {' '.join(map(str, a.subjects))} --slices "
-               f"{a.slices} --settings {' '.join(a.settings)} --methods {a.methods}"
+        for m, r in interval_rows(out, files, methods).items():
+            cov.append(f"| {mask} {accel}x | {m} | {np.mean(r['coverage']):.3f} (min {min(r['coverage']):.3f}) | "
+                       f"{np.mean(r['width']):.3f} | {sum(r['calibrated'])} of {len(r['calibrated'])} |")
+    files_flags = (f" --subjects {' '.join(map(str, a.subjects))} --slices {a.slices}" if a.anatomy == "brainweb"
+                   else " --anatomy pkdata")
+    command = (f"python -m benchmarks.user_path --work {a.work}{files_flags} --settings {' '.join(a.settings)} "
+               f"--methods {a.methods}"
                + "".join(f" --extra-work {d}" for d in a.extra_work)
                + "".join(f" --variant {shlex.quote(v)}" for v in a.variant) + (" --report-only" if a.report_only else ""))
+    if a.anatomy == "brainweb":
+        title = "fastMRI-like BrainWeb test files"
+        about = (f"Files: BrainWeb test subjects {', '.join(map(str, a.subjects))} x {a.slices} slices (T1w), 16 coils, "
+                 "2x readout oversampling, correlated coil noise at the real T1 file's level, 1 mm, 224 x 192 recon "
+                 "size; default centre fraction.")
+    else:
+        title = "another anatomy (chest and abdomen), `recon reconstruct` defaults"
+        about = (f"Files: the first echo of {', '.join(PKDATA)} (`../shared/data/complex`, real complex chest and "
+                 f"abdomen images, ISMRM 2012 fat-water challenge), one slice each at its own size (256 x 192, "
+                 f"192 x 256 or 256 x 256), {PKDATA_COILS} simulated birdcage coils, 2x readout oversampling, "
+                 "correlated coil noise at the real T1 file's level; default centre fraction. Nothing of the project "
+                 "(prior, U-Net, interval table, hyper-parameters) saw these anatomies.")
     write_report(a.report, [
-        "# The user's path: fastMRI-like BrainWeb test files, `recon reconstruct` defaults", "",
+        f"# The user's path: {title}, `recon reconstruct` defaults" if a.anatomy == "brainweb"
+        else f"# The user's path on {title}", "",
         f"Command: `{command}`", *([
             "", "Each --extra-work folder holds `recon reconstruct FILES --out FOLDER/MASK-R --solver METHODS --mask "
             "MASK --accel R` for the same files (the same masks: the zero-filled rows agree)."] if a.extra_work else []),
@@ -150,15 +224,18 @@ def main(argv: list[str] | None = None) -> int:
             "run's primary method, and the run's JSON records its settings (`hparams`)."] if variants else []),
         "",
         f"{datetime.date.today()}, {machine()}.", "",
-        f"Files: BrainWeb test subjects {', '.join(map(str, a.subjects))} x {a.slices} slices (T1w), 16 coils, 2x "
-        "readout oversampling, correlated coil noise at the real T1 file's level, 1 mm, 224 x 192 recon size; "
-        "default centre fraction. PSNR / SSIM: fastMRI convention per volume (data range = volume max of "
+        f"{about} PSNR / SSIM: fastMRI convention per volume (data range = volume max of "
         "`reconstruction_rss`), mean over files. `unet` is the bundled `unet-brain-mri` (trained with random "
         "masks: equispaced is out of distribution for it; its model card).", "", *full, "",
         f"The same outputs, PSNR over the object only (reference >= {OBJECT_FRACTION:g} of its volume max; "
         "the background of `reconstruction_rss` is the RSS of the coils' noise, which a network trained on such "
         "targets reproduces and the image-estimate methods predict with `--magnitude rss`, the default):", "",
-        *obj])
+        *obj, "",
+        "The 95% intervals of the posterior methods (`lower_95`, `upper_95` in each output file): coverage of "
+        f"the object pixels (reference >= {OBJECT_LEVEL:g} of its slice max) against the reference, mean width "
+        "(image units), and "
+        "how many files' JSON called the interval calibrated (the table's data and settings match) rather than "
+        "flagging it uncalibrated:", "", *cov])
     return 0
 
 

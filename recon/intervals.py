@@ -27,6 +27,12 @@ Tables are JSON files beside each prior (``priors/weights/NAME.calibration.json`
 and setting (modality, acceleration band), with the data it was fitted on and the sampler settings it was fitted
 with (NFE, number of samples, the method's hyper-parameters): a run with other settings has another spread, so its
 interval is flagged uncalibrated.
+
+Data unlike the calibration set. Exchangeability is what the guarantee rests on, so a run on other data is
+flagged uncalibrated when either test says so: its `relative_std` lies outside half to twice the calibration
+range, or the prior describes its samples worse than it describes validation images of the setting
+(`typicality_threshold`: a conformal outlier test on the multiscale score norm, `priors.typicality`; on
+exchangeable in-distribution data it flags at most a fraction ``typicality.level`` of the runs).
 """
 from __future__ import annotations
 
@@ -167,6 +173,7 @@ class CalibrationEntry:
     rel_std_range: tuple[float, float] | None = None   # 5th-95th percentile of relative_std over the images
     sampler: dict[str, Any] | None = None       # `sampler_settings` of the runs it was fitted on
     certified_alpha: float | None = None        # the level the guarantee holds at, when not alpha (too few images)
+    typicality: dict[str, Any] | None = None    # {"max", "level", "n_images", "sigmas", "data"}: `typicality_threshold`
 
     def guarantee(self) -> str:
         """The guarantee in words: the expected fraction of uncovered object pixels it bounds."""
@@ -297,6 +304,15 @@ def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.n
                             None if level == alpha else level)
 
 
+def typicality_threshold(values: np.ndarray, level: float = 0.05) -> float:
+    """The split-conformal outlier threshold of n in-distribution values (one per validation image): the
+    ``ceil((n + 1)(1 - level))``-th smallest. A new exchangeable value exceeds it with probability <= level;
+    inf when n is too small for the level (n < 1/level - 1)."""
+    v = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    k = math.ceil((v.size + 1) * (1 - level))
+    return float(v[k - 1]) if k <= v.size else math.inf
+
+
 def gaussian_lambda(alpha: float) -> float:
     """The uncalibrated fallback: the two-sided Gaussian quantile (1.96 for alpha = 0.05)."""
     from statistics import NormalDist
@@ -305,14 +321,16 @@ def gaussian_lambda(alpha: float) -> float:
 
 def choose_lambda(table: CalibrationTable | None, method: str, modality: str, acceleration: float | None,
                   alpha: float = 0.05, rel_std: float | None = None,
-                  sampler: dict[str, Any] | None = None, band: str | None = None) -> tuple[float, dict[str, Any]]:
+                  sampler: dict[str, Any] | None = None, band: str | None = None,
+                  score_norm: float | None = None) -> tuple[float, dict[str, Any]]:
     """Lambda for a reconstruction and a record of where it came from (`band`: the setting's band where the
     acceleration does not give it, CT's `ct_band`).
 
     A matching table entry with the same alpha is used ("calibrated"), unless `rel_std` (the data's
-    `relative_std`, median over slices) lies outside half to twice the range seen in calibration, or the run's
-    `sampler` settings (`sampler_settings`) differ from the entry's: then it is still used but flagged
-    uncalibrated (data or settings unlike the calibration's). Without an entry: the largest lambda
+    `relative_std`, median over slices) lies outside half to twice the range seen in calibration, `score_norm`
+    (the prior's fit to the samples, `recon.methods.prior_fit`, median over slices) exceeds the entry's
+    typicality threshold, or the run's `sampler` settings (`sampler_settings`) differ from the entry's: then it is
+    still used but flagged uncalibrated (data or settings unlike the calibration's). Without an entry: the largest lambda
     the table holds for this method and modality (the most conservative calibrated value), else the Gaussian
     quantile; both flagged "uncalibrated" with the reason.
     """
@@ -326,6 +344,11 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
         if rel_std is not None and lo_hi is not None and not 0.5 * lo_hi[0] <= rel_std <= 2.0 * lo_hi[1]:
             why.append(f"relative std {rel_std:.4f} is outside the calibration data's [{lo_hi[0]:.4f}, "
                        f"{lo_hi[1]:.4f}] (x0.5..x2): data unlike the calibration set")
+        typical = entry.typicality
+        if score_norm is not None and typical and score_norm > typical["max"]:
+            why.append(f"the prior describes these images worse than {1 - typical['level']:.0%} of its validation "
+                       f"images of this setting (score norm {score_norm:.3f} > {typical['max']:.3f}): data unlike "
+                       "the calibration set")
         diff = settings_mismatch(method, entry.sampler, sampler) if entry.sampler and sampler else {}
         if diff:
             why.append("sampler settings unlike the calibration's (" + ", ".join(

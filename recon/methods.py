@@ -103,6 +103,17 @@ def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) 
     return post
 
 
+def prior_fit(post: Posterior, settings: MethodConfig) -> float | None:
+    """How well the prior describes the posterior's samples: the median over the samples of the multiscale score
+    norm (`priors.typicality.score_norm`), in the prior's intensity scale (the sampler's ``scale``); None for a
+    method without samples or prior. Costs ``len(priors.typicality.SIGMAS)`` network evaluations of the N samples."""
+    if post.samples is None or settings.prior is None:
+        return None
+    from priors.typicality import score_norm
+    scale = float(post.hparams.get("scale", 1.0))
+    return float(score_norm(settings.prior, post.samples / scale).median())
+
+
 def run_baseline(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) -> Posterior:
     """Run the baseline registered as ``name`` for the problem's modality on its operator and measurement.
 

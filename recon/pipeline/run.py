@@ -14,7 +14,7 @@ import torch
 
 from operators.fft import ifft2c, rss
 from recon.data.io import FastMRIFormatError, center_crop, load_fastmri
-from recon.methods import MethodConfig, run_method
+from recon.methods import MethodConfig, prior_fit, run_method
 from recon.pipeline.results import add_intervals, summarise, write_outputs
 from recon.pipeline.volume import MethodVolume, ReconstructConfig, SliceError, VolumeResult
 from recon.problems.ct import CTProblem, simulated_ct_problem
@@ -62,7 +62,8 @@ def _run_methods(index: int, problem: MRIProblem | CTProblem, cfg: ReconstructCo
     """Every method on one slice; a method's failure is recorded against it and the others go on."""
     for m in cfg.solvers:
         try:
-            methods[m].add(index, run_method(m, problem, settings), display, cfg.save_samples, estimate)
+            post = run_method(m, problem, settings)
+            methods[m].add(index, post, display, cfg.save_samples, estimate, prior_fit(post, settings))
         except (KeyboardInterrupt, SystemExit):
             raise
         except Exception as e:  # noqa: BLE001 - reported per method and slice, the batch goes on

@@ -78,15 +78,18 @@ class MethodVolume:
     stds: list[np.ndarray] = field(default_factory=list)
     samples: list[np.ndarray] = field(default_factory=list)
     errors: dict[int, str] = field(default_factory=dict)
+    fits: list[float] = field(default_factory=list)   # per slice: `recon.methods.prior_fit` (posterior methods)
     wall: float = 0.0
     network: float = 0.0
     nfe: int = 0
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def add(self, index: int, post: Posterior, display: Callable[[torch.Tensor], torch.Tensor],
-            keep_samples: bool, estimate: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+            keep_samples: bool, estimate: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            fit: float | None = None) -> None:
         """Record slice `index`: the mean through `estimate` (default `display`), the samples and their std
-        through `display`; raises `SliceError` (and records nothing) for non-finite outputs."""
+        through `display`, the prior's fit to the samples (`recon.methods.prior_fit`); raises `SliceError` (and
+        records nothing) for non-finite outputs."""
         mean = (estimate or display)(post.mean).cpu().numpy()
         std = samples = None
         if post.samples is not None and post.samples.shape[0] > 1:
@@ -101,6 +104,8 @@ class MethodVolume:
             self.stds.append(std)
         if samples is not None:
             self.samples.append(samples)
+        if fit is not None:
+            self.fits.append(fit)
         self.wall += post.wall_time
         self.network += post.network_time
         self.nfe = post.nfe

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from benchmarks.user_path import object_psnr
+from tests.conftest import needs_shared
 
 
 def test_object_psnr_ignores_the_background_and_uses_the_reference_max():
@@ -58,3 +59,37 @@ def test_a_variant_column_is_its_folders_primary_method(tmp_path):
     sc = scores([tmp_path / "main"], [tmp_path / "f.h5"], ["ccdf"], {"ccdf from unet": tmp_path / "from_unet"})
     assert sc["ccdf"]["psnr"] == [25.0] and sc["ccdf from unet"]["psnr"] == [27.0]
     assert sc["ccdf from unet"]["object_psnr"][0] == pytest.approx(object_psnr(ref, ref * 0.95))
+
+
+def test_interval_rows_read_coverage_width_and_the_calibrated_flag(tmp_path):
+    import json
+
+    from benchmarks.user_path import interval_rows
+
+    for name, cov, calibrated in (("a", 0.9, True), ("b", 0.8, False)):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"solvers": {
+            "dds": {"psnr": 30.0, "coverage_95": cov, "mean_interval_width": 0.2, "interval": {"calibrated": calibrated}},
+            "l1-wavelet": {"psnr": 28.0}}}))
+    rows = interval_rows(tmp_path, [tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "missing.h5"], ["dds", "l1-wavelet"])
+    assert rows == {"dds": {"coverage": [0.9, 0.8], "width": [0.2, 0.2], "calibrated": [True, False]}}
+
+
+@needs_shared
+def test_pkdata_files_hold_the_first_echo_at_its_own_size_with_12_coils(tmp_path):
+    import h5py
+
+    from benchmarks.user_path import PKDATA_COILS, make_pkdata_files
+    from recon.data.brainweb import SHARED_DATA
+
+    (path,) = make_pkdata_files(tmp_path, ("PKdata2",))
+    with h5py.File(SHARED_DATA / "complex" / "PKdata2.h5") as f:
+        image = f["images"][0]
+    with h5py.File(path) as f:
+        assert f["kspace"].shape == (1, PKDATA_COILS, 2 * image.shape[0], image.shape[1])
+        target = f["reconstruction_rss"][0]
+        assert f.attrs["patient_id"] == "PKdata2"
+    # the target is the RSS of the coil images: |image| (p99-scaled) times the coils' RSS sensitivity plus noise;
+    # its structure follows the source image
+    rho = np.corrcoef(target.ravel(), np.abs(image).ravel())[0, 1]
+    assert target.shape == image.shape and rho > 0.8
+    assert make_pkdata_files(tmp_path, ("PKdata2",)) == [path]      # written once, reused

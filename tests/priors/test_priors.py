@@ -332,3 +332,25 @@ def test_channels_last_gives_the_same_denoiser_output_as_the_default_memory_form
     assert w.is_contiguous(memory_format=torch.channels_last)
     assert not torch.equal(out, x)
     assert torch.allclose(out, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
+def test_score_norm_matches_the_closed_form_of_a_gaussian_prior():
+    """Pixel-diagonal Gaussian prior of variance v: D(x, s) = x v / (v + s^2), so |x - D|^2 / (2 s^2) =
+    |x|^2 s^2 / (2 (v + s^2)^2), averaged over the object pixels and the levels."""
+    from priors.base import GaussianPrior
+    from priors.typicality import score_norm
+
+    v = 0.04
+    prior = GaussianPrior(torch.zeros(6, 5, dtype=torch.complex64), torch.full((6, 5), v), basis="pixel")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 6, 5, dtype=torch.complex64, generator=g)
+    x[:, 0, 0] = 1e-4                                   # below 0.1 of the maximum: outside the object
+    sigmas = (0.02, 0.05, 0.3)
+    got = score_norm(prior, x, sigmas)
+    mag2 = x.abs() ** 2
+    obj = x.abs() >= 0.1 * x.abs().flatten(1).amax(1)[:, None, None]
+    expected = sum((mag2 * obj).flatten(1).sum(1) / obj.flatten(1).sum(1) * s**2 / (2 * (v + s**2) ** 2)
+                   for s in sigmas) / len(sigmas)
+    assert got.shape == (3,) and torch.allclose(got, expected.float(), rtol=1e-4)
+    # images the prior describes (small against its variance) score lower than images it does not
+    assert (score_norm(prior, 0.1 * x, sigmas) < score_norm(prior, 3 * x, sigmas)).all()

@@ -326,3 +326,51 @@ def test_ct_intervals_are_in_hu_and_scored_over_the_tissue_not_the_air():
     expected = 2 * NormalDist().cdf(half / 30.0) - 1                  # 0.53; air and bone (exact) would give ~1
     assert not rec["calibrated"] and rec["coverage_95"] == pytest.approx(expected, abs=0.02)
     assert np.allclose(hi - lo, 2 * half) and np.allclose(lo[:, 0, 0], -1000.0 - half)
+
+
+def test_typicality_threshold_flags_at_most_its_level_of_exchangeable_new_values():
+    """Split-conformal outlier threshold: over repeated splits, a new in-distribution value exceeds the
+    threshold of n = 19 values in at most 1/20 of the draws (exactly 1/20 in expectation for continuous data)."""
+    rng = np.random.default_rng(0)
+    draws = rng.lognormal(size=(4000, 20))
+    flagged = np.mean([d[19] > iv.typicality_threshold(d[:19], 0.05) for d in draws])
+    assert iv.typicality_threshold(np.arange(19.0), 0.05) == 18.0          # the 20th of 20 ranks: the maximum
+    assert 0.04 <= flagged <= 0.06
+    assert iv.typicality_threshold(np.arange(10.0), 0.05) == np.inf         # too few values for the level
+
+
+def test_choose_lambda_flags_samples_the_prior_does_not_describe():
+    entry = iv.CalibrationEntry("dds", "mri", "R<=5", 2.5, 0.05, "crc", 40,
+                                typicality={"max": 0.4, "level": 0.05, "n_images": 20, "sigmas": [0.02, 0.05],
+                                            "data": "validation"})
+    table = iv.CalibrationTable("p", [entry])
+    assert iv.choose_lambda(table, "dds", "mri", 4.0, score_norm=0.39)[1]["calibrated"]
+    assert iv.choose_lambda(table, "dds", "mri", 4.0)[1]["calibrated"]      # no score: not tested
+    lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, score_norm=0.55)
+    assert lam == 2.5 and not rec["calibrated"] and "score norm 0.550 > 0.400" in rec["reason"]
+
+
+def test_a_run_whose_samples_the_prior_does_not_describe_is_flagged_and_warned(tmp_path):
+    """The pipeline scores the samples (`recon.methods.prior_fit`), records it, flags the interval and warns."""
+    from recon.methods import MethodConfig
+    from recon.pipeline.run import reconstruct_file
+    from recon.pipeline.volume import ReconstructConfig
+    from recon.problems.mri import MaskSpec
+    from tests.recon.pipeline.test_pipeline import _gaussian_prior
+
+    src = _phantom_file(tmp_path / "p.h5")
+    cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("random", 3, 0.2, 0), quiet=True)
+    records = {}
+    for limit in (1e6, 1e-6):
+        entry = iv.CalibrationEntry("dds", "mri", "R<=5", 2.5, 0.05, "crc", 40, data="phantoms",
+                                    typicality={"max": limit, "level": 0.05, "n_images": 20, "sigmas": [0.02, 0.05],
+                                                "data": "phantoms"})
+        settings = MethodConfig(prior=_gaussian_prior(), n_samples=2, nfe=6, progress=False,
+                                intervals=iv.CalibrationTable("gaussian", [entry]))
+        records[limit] = reconstruct_file(src, cfg, lambda m: settings, tmp_path / str(limit))
+    fit = records[1e6]["solvers"]["dds"]["interval"]["prior_fit"]
+    assert fit["score_norm"] > 0 and len(fit["per_slice"]) == 1 and fit["threshold"] == 1e6
+    assert records[1e6]["solvers"]["dds"]["interval"]["calibrated"] and "warnings" not in records[1e6]
+    flagged = records[1e-6]
+    assert not flagged["solvers"]["dds"]["interval"]["calibrated"]
+    assert any("the prior describes these images poorly" in w for w in flagged["warnings"])

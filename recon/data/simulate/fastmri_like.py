@@ -10,6 +10,7 @@ fastMRI file. Images are 1 mm BrainWeb slices (217 x 181) in a 224 x 192 mm reco
     recon simulate fastmri-like --out DATA_DIR --subjects 51 52 53 54        # test files
     recon simulate fastmri-like --out DATA_DIR --subjects 49 50              # validation files
 
+`write_images` does the same for any complex images (other anatomy, other recon sizes, other coil counts).
 The files are generated on demand from ../shared/data (never shipped: they derive from BrainWeb).
 """
 from __future__ import annotations
@@ -83,16 +84,16 @@ def acquire(x: torch.Tensor, maps: torch.Tensor, noise_rel: float, correlation: 
     """Fully sampled noisy multi-coil k-space of recon-size images, the readout oversampled.
 
     Args:
-        x: complex [S, 224, 192] images in the recon field of view.
-        maps: complex [C, oversample * 224, 192] coil maps.
+        x: complex [S, H, W] images in the recon field of view (224 x 192 for BrainWeb files).
+        maps: complex [C, oversample * H, W] coil maps.
         noise_rel, correlation, oversample: as `FastMRILikeSpec`.
         rng: draws the coil covariance, then the noise.
 
     Returns:
-        ``{"kspace": complex64 [S, C, oversample * 224, 192], "noise_std": float (per real/imag part, rms over
+        ``{"kspace": complex64 [S, C, oversample * H, W], "noise_std": float (per real/imag part, rms over
         coils), "noise_std_per_coil": [C], "coil_cov": [C, C]}``.
     """
-    h = RECON_SHAPE[0]
+    h = x.shape[-2]
     oh = h * oversample
     x = torch.nn.functional.pad(x, (0, 0, (oh - h) // 2, oh - h - (oh - h) // 2))
     coil_images = maps * x.unsqueeze(-3)
@@ -105,26 +106,35 @@ def acquire(x: torch.Tensor, maps: torch.Tensor, noise_rel: float, correlation: 
             "noise_std_per_coil": noise_per_coil, "coil_cov": cov}
 
 
-def header_for(oversample: int):
-    """The fastMRI header of a file with this readout oversampling (recon size `RECON_SHAPE`)."""
+def header_for(oversample: int, recon_shape: tuple[int, int] = RECON_SHAPE):
+    """The fastMRI header of a file with this readout oversampling and recon size [H, W]."""
     from recon.data.io import FastMRIHeader
-    h, w = RECON_SHAPE
+    h, w = recon_shape
     return FastMRIHeader((h * oversample, w, 1), (h, w, 1), 0, w)
+
+
+def simulate_images(x: torch.Tensor, spec: FastMRILikeSpec, rng: np.random.Generator) -> dict:
+    """A fastMRI-like acquisition of complex images [S, H, W] (the recon field of view): k-space complex64
+    [S, C, oversample * H, W] from ``spec.n_coils`` birdcage coils, target float32 [S, H, W] (fastMRI's RSS
+    convention) and the true noise (`acquire`'s keys)."""
+    from recon.data.io import rss_target
+    from recon.data.simulate.mri import birdcage_maps
+
+    h, w = x.shape[-2:]
+    maps = birdcage_maps(spec.n_coils, (h * spec.oversample, w), radius=1.5)
+    out = acquire(x, maps, spec.noise_rel, spec.correlation, spec.oversample, rng)
+    k, header = out["kspace"], header_for(spec.oversample, (h, w))
+    target = torch.stack([rss_target(torch.from_numpy(k[i]), header) for i in range(k.shape[0])]).numpy()
+    return {**out, "target": target.astype(np.float32)}
 
 
 def simulate_volume(subject: int, spec: FastMRILikeSpec, root: Path | str | None = None) -> dict:
     """k-space complex64 [S, C, oversample * 224, 192], target float32 [S, 224, 192], and the true noise std."""
     from recon.data.brainweb import SHARED_DATA, brainweb_slices
-    from recon.data.io import rss_target
-    from recon.data.simulate.mri import birdcage_maps
 
     rng = np.random.default_rng([spec.seed, subject])
     imgs = brainweb_slices(subject, spec.contrast, rng, n_slices=spec.n_slices, root=root or SHARED_DATA)
-    maps = birdcage_maps(spec.n_coils, (RECON_SHAPE[0] * spec.oversample, RECON_SHAPE[1]), radius=1.5)
-    out = acquire(pad_to_recon(torch.from_numpy(imgs)), maps, spec.noise_rel, spec.correlation, spec.oversample, rng)
-    k, header = out["kspace"], header_for(spec.oversample)
-    target = torch.stack([rss_target(torch.from_numpy(k[i]), header) for i in range(k.shape[0])]).numpy()
-    return {**out, "target": target.astype(np.float32)}
+    return simulate_images(pad_to_recon(torch.from_numpy(imgs)), spec, rng)
 
 
 def write_volume(path: Path, subject: int, spec: FastMRILikeSpec, root: Path | str | None = None) -> Path:
@@ -138,3 +148,17 @@ def write_volume(path: Path, subject: int, spec: FastMRILikeSpec, root: Path | s
              "source": f"BrainWeb subject {subject}, simulated by diffrecon (recon.data.simulate.fastmri_like)",
              "simulation": json.dumps(asdict(spec)), "true_noise_std": v["noise_std"]}
     return write_fastmri(path, v["kspace"], target=v["target"], recon_size=RECON_SHAPE, attrs=attrs)
+
+
+def write_images(path: Path, images: np.ndarray, spec: FastMRILikeSpec, attrs: dict, seed: int = 0) -> Path:
+    """Simulate a fastMRI-like acquisition of complex images [S, H, W] (`simulate_images`; the recon size is
+    H x W) and write it in the fastMRI layout; ``attrs`` (acquisition, patient_id, source) join the spec and the
+    true noise std in the file's attributes."""
+    import json
+
+    from recon.data.io import write_fastmri
+
+    x = torch.from_numpy(np.asarray(images, dtype=np.complex64))
+    v = simulate_images(x, spec, np.random.default_rng([spec.seed, seed]))
+    attrs = {**attrs, "simulation": json.dumps(asdict(spec)), "true_noise_std": v["noise_std"]}
+    return write_fastmri(path, v["kspace"], target=v["target"], recon_size=tuple(x.shape[-2:]), attrs=attrs)

@@ -24,3 +24,25 @@ def test_simulate_fastmri_like_writes_a_readable_16_coil_file_with_its_true_nois
         assert f["kspace"].shape[-2] == 2 * f["reconstruction_rss"].shape[-2]   # readout oversampled 2x
         assert float(f.attrs["true_noise_std"]) > 0
     assert vol.n_slices == 1
+
+
+def test_write_images_simulates_any_recon_size_and_coil_count(tmp_path):
+    import numpy as np
+    import torch
+
+    from recon.data.simulate.fastmri_like import FastMRILikeSpec, write_images
+    from recon.data.simulate.mri import birdcage_maps
+
+    yy, xx = np.mgrid[:40, :32]
+    x = (((yy - 20) / 15.0) ** 2 + ((xx - 16) / 11.0) ** 2 < 1) * np.exp(0.05j * xx)   # a disc with a phase ramp
+    spec = FastMRILikeSpec(n_slices=1, n_coils=6, noise_rel=0.0)
+    path = write_images(tmp_path / "disc.h5", x[None], spec, {"acquisition": "TEST", "patient_id": "disc"})
+    vol = load_fastmri(path)
+    with h5py.File(path) as f:
+        assert f["kspace"].shape == (1, 6, 80, 32)
+        target = f["reconstruction_rss"][0]
+        assert f.attrs["acquisition"] == "TEST" and float(f.attrs["true_noise_std"]) == 0.0
+    maps = birdcage_maps(6, (80, 32), radius=1.5)[:, 20:60].abs()          # the recon window of the 2x readout
+    expected = np.abs(x) * torch.sqrt((maps ** 2).sum(0)).numpy()
+    assert vol.n_slices == 1 and target.shape == (40, 32)
+    assert np.allclose(target, expected, atol=1e-4 * expected.max())
