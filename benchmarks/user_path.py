@@ -126,21 +126,29 @@ def scores(folders: list[Path], files: list[Path], methods: list[str],
     return out
 
 
-def interval_rows(folder: Path, files: list[Path], methods: list[str]) -> dict[str, dict[str, list]]:
-    """{method: {"coverage", "width", "calibrated": per-file values}} for the methods whose JSON in ``folder``
-    reports a 95% interval (`coverage_95`, `mean_interval_width`, `interval.calibrated`)."""
+def interval_rows(folders: list[Path], files: list[Path], methods: list[str]) -> dict[str, dict[str, list]]:
+    """{method: {"coverage", "width", "calibrated": per-file values}} for the methods whose JSON reports a 95%
+    interval (`coverage_95`, `mean_interval_width`, `interval.calibrated`), each file's method from the first of
+    `folders` that holds it."""
     out: dict[str, dict[str, list]] = {}
     for f in files:
-        j = folder / f"{f.stem}.json"
-        if not j.exists():
-            continue
-        for m, s in json.loads(j.read_text())["solvers"].items():
-            if m in methods and "coverage_95" in s:
-                row = out.setdefault(m, {"coverage": [], "width": [], "calibrated": []})
-                row["coverage"].append(s["coverage_95"])
-                row["width"].append(s["mean_interval_width"])
-                row["calibrated"].append(bool(s.get("interval", {}).get("calibrated")))
+        seen: set[str] = set()
+        for folder in folders:
+            j = folder / f"{f.stem}.json"
+            if j.exists():
+                _interval_row(out, json.loads(j.read_text())["solvers"], methods, seen)
     return out
+
+
+def _interval_row(out: dict[str, dict[str, list]], solvers: dict, methods: list[str], seen: set[str]) -> None:
+    """Append one file's interval numbers of each method not `seen` yet (and mark it seen)."""
+    for m, s in solvers.items():
+        if m in methods and m not in seen and "coverage_95" in s:
+            seen.add(m)
+            row = out.setdefault(m, {"coverage": [], "width": [], "calibrated": []})
+            row["coverage"].append(s["coverage_95"])
+            row["width"].append(s["mean_interval_width"])
+            row["calibrated"].append(bool(s.get("interval", {}).get("calibrated")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             gaps = "".join(f" | {mean.get('dds', np.nan) - mean[m]:+.2f}" for m in versus)
             lines.append(f"| {mask} {accel}x | " + " | ".join(cells) + gaps + f" | {n} |")
         print(full[-1], flush=True)
-        for m, r in interval_rows(out, files, methods).items():
+        for m, r in interval_rows([out, *(d / out.name for d in a.extra_work)], files, methods).items():
             cov.append(f"| {mask} {accel}x | {m} | {np.mean(r['coverage']):.3f} (min {min(r['coverage']):.3f}) | "
                        f"{np.mean(r['width']):.3f} | {sum(r['calibrated'])} of {len(r['calibrated'])} |")
     files_flags = (f" --subjects {' '.join(map(str, a.subjects))} --slices {a.slices}" if a.anatomy == "brainweb"

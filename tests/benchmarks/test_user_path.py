@@ -70,8 +70,14 @@ def test_interval_rows_read_coverage_width_and_the_calibrated_flag(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps({"solvers": {
             "dds": {"psnr": 30.0, "coverage_95": cov, "mean_interval_width": 0.2, "interval": {"calibrated": calibrated}},
             "l1-wavelet": {"psnr": 28.0}}}))
-    rows = interval_rows(tmp_path, [tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "missing.h5"], ["dds", "l1-wavelet"])
-    assert rows == {"dds": {"coverage": [0.9, 0.8], "width": [0.2, 0.2], "calibrated": [True, False]}}
+    (tmp_path / "other").mkdir()                 # a second folder: its dds is not read again for file a
+    (tmp_path / "other" / "a.json").write_text(json.dumps({"solvers": {
+        "dds": {"coverage_95": 0.1, "mean_interval_width": 9.0},
+        "ccdf": {"coverage_95": 0.95, "mean_interval_width": 0.3, "interval": {"calibrated": False}}}}))
+    files = [tmp_path / "a.h5", tmp_path / "b.h5", tmp_path / "missing.h5"]
+    rows = interval_rows([tmp_path, tmp_path / "other"], files, ["dds", "ccdf", "l1-wavelet"])
+    assert rows == {"dds": {"coverage": [0.9, 0.8], "width": [0.2, 0.2], "calibrated": [True, False]},
+                    "ccdf": {"coverage": [0.95], "width": [0.3], "calibrated": [False]}}
 
 
 @needs_shared
