@@ -329,8 +329,9 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     A matching table entry with the same alpha is used ("calibrated"), unless `rel_std` (the data's
     `relative_std`, median over slices) lies outside half to twice the range seen in calibration, `score_norm`
     (the prior's fit to the samples, `recon.methods.prior_fit`, median over slices) exceeds the entry's
-    typicality threshold, or the run's `sampler` settings (`sampler_settings`) differ from the entry's: then it is
-    still used but flagged uncalibrated (data or settings unlike the calibration's). Without an entry: the largest lambda
+    typicality threshold (recorded as ``prior_fit``), or the run's `sampler` settings (`sampler_settings`) differ from
+    the entry's: then it is still used but flagged uncalibrated (data or settings unlike the calibration's). Without an
+    entry: the largest lambda
     the table holds for this method and modality (the most conservative calibrated value), else the Gaussian
     quantile; both flagged "uncalibrated" with the reason.
     """
@@ -345,7 +346,10 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
             why.append(f"relative std {rel_std:.4f} is outside the calibration data's [{lo_hi[0]:.4f}, "
                        f"{lo_hi[1]:.4f}] (x0.5..x2): data unlike the calibration set")
         typical = entry.typicality
-        if score_norm is not None and typical and score_norm > typical["max"]:
+        if score_norm is not None:
+            rec["prior_fit"] = {"score_norm": score_norm, "threshold": typical["max"] if typical else None,
+                                "typical": score_norm <= typical["max"] if typical else None}
+        if rec.get("prior_fit", {}).get("typical") is False:
             why.append(f"the prior describes these images worse than {1 - typical['level']:.0%} of its validation "
                        f"images of this setting (score norm {score_norm:.3f} > {typical['max']:.3f}): data unlike "
                        "the calibration set")

@@ -233,16 +233,17 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
         fit = float(np.median(r.fits)) if r.fits else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
                                               sampler, band, fit)
-        entry = table.lookup(m, result.modality, result.info.get("acceleration"), band) if table else None
-        threshold = (entry.typicality or {}).get("max") if entry else None
-        if fit is not None:
-            record["prior_fit"] = {"score_norm": fit, "per_slice": list(r.fits), "threshold": threshold}
-        if fit is not None and threshold is not None and fit > threshold:
+        fitted = record.get("prior_fit")                     # with the entry's threshold, when there is an entry
+        if fitted is None and fit is not None:
+            fitted = {"score_norm": fit, "threshold": None, "typical": None}
+        if fitted:
+            record["prior_fit"] = {**fitted, "per_slice": list(r.fits)}
+        if fitted and fitted["typical"] is False:
             result.warnings.append(
-                f"{m}: the prior describes these images poorly (score norm {fit:.3f} > {threshold:.3f}, the "
-                f"typical limit on its validation images): the data may be unlike the images it was trained and "
-                f"calibrated on ({entry.data}); the interval is flagged uncalibrated and a classical method may "
-                f"do better here (compare with --solver {m},l1-wavelet,tv)")
+                f"{m}: the prior describes these images poorly (score norm {fit:.3f} > {fitted['threshold']:.3f}, the "
+                f"typical limit on its validation images of {record['data']}): the data may be unlike the images it "
+                f"was trained and calibrated on; the interval is flagged uncalibrated and a classical method may do "
+                f"better here (compare with --solver {m},l1-wavelet,tv)")
         lower, upper = intervals.interval(mean, std, lam, magnitude=result.modality == "mri")
         record["relative_std"] = rel
         if result.reference is not None:

@@ -348,6 +348,7 @@ def test_choose_lambda_flags_samples_the_prior_does_not_describe():
     assert iv.choose_lambda(table, "dds", "mri", 4.0)[1]["calibrated"]      # no score: not tested
     lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, score_norm=0.55)
     assert lam == 2.5 and not rec["calibrated"] and "score norm 0.550 > 0.400" in rec["reason"]
+    assert rec["prior_fit"] == {"score_norm": 0.55, "threshold": 0.4, "typical": False}
 
 
 def test_a_run_whose_samples_the_prior_does_not_describe_is_flagged_and_warned(tmp_path):
