@@ -241,9 +241,9 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
         if fitted and fitted["typical"] is False:
             result.warnings.append(
                 f"{m}: the prior describes these images poorly (score norm {fit:.3f} > {fitted['threshold']:.3f}, the "
-                f"typical limit on its validation images of {record['data']}): the data may be unlike the images it "
-                f"was trained and calibrated on; the interval is flagged uncalibrated and a classical method may do "
-                f"better here (compare with --solver {m},l1-wavelet,tv)")
+                f"limit on its validation images): the data may be unlike the images it was trained and calibrated "
+                f"on ({record['data']}); the interval is flagged uncalibrated and a classical method may do better "
+                f"here (compare with --solver {m},l1-wavelet,tv)")
         lower, upper = intervals.interval(mean, std, lam, magnitude=result.modality == "mri")
         record["relative_std"] = rel
         if result.reference is not None:
