@@ -168,11 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slices", type=int, default=4)
     ap.add_argument("--settings", nargs="+", default=["random:4", "random:8", "equispaced:4"])
     ap.add_argument("--methods", default=METHODS)
-    ap.add_argument("--report", type=Path, default=Path("benchmarks/results/user_path.md"))
+    ap.add_argument("--report", type=Path, default=None,
+                    help="default benchmarks/results/user_path.md (brainweb), user_path_other_anatomy.md (pkdata)")
     ap.add_argument("--device", default="cpu", help="passed to recon reconstruct")
     ap.add_argument("--report-only", action="store_true",
                     help="reconstruct nothing: tabulate the files already in --work (the table says how many)")
     a = ap.parse_args(argv)
+    if a.report is None:
+        a.report = Path("benchmarks/results") / ("user_path.md" if a.anatomy == "brainweb" else "user_path_other_anatomy.md")
     files = (make_files(a.data / "test", a.subjects, a.slices) if a.anatomy == "brainweb"
              else make_pkdata_files(a.data / "pkdata"))
     methods = a.methods.split(",")
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     head = "| setting | " + " | ".join(columns) + "".join(f" | dds - {m}" for m in versus) + " | files |"
     rule = "|---|" + "---|" * (len(columns) + len(versus) + 1)
     full, obj = [head, rule], [head, rule]
-    cov = ["| setting | method | coverage (95% interval) | mean width | files flagged calibrated |", "|---|---|---|---|---|"]
+    cov = ["| setting | method | coverage (95% interval) | mean width | files called calibrated |", "|---|---|---|---|---|"]
     for setting in a.settings:
         mask, accel = setting.split(":")
         out = a.work / setting.replace(":", "-")
