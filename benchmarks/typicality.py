@@ -10,7 +10,7 @@
 `score` builds each file's middle slice as `recon reconstruct` does (`prepare_mri_slice`: maps from the file's
 own centre, noise estimated), samples the method with its default settings (2 samples: the statistic is per
 sample, so the count does not change its distribution) and stores the score norm of each sample
-(`priors.typicality.score_norm`) in WORK/SETTING/NAME.json. `fit` takes one value per image (the median over its
+(`recon.methods.sample_scores`) in WORK/SETTING/NAME.json. `fit` takes one value per image (the median over its
 samples, as `recon.methods.prior_fit`) and writes ``typicality`` into the method's entry of the band.
 """
 from __future__ import annotations
@@ -30,8 +30,8 @@ def score_files(files: list[Path], out: Path, mask: str, accel: float, center_fr
     """Per-sample score norms of `method` on the middle slice of each file, cached in OUT/NAME.json."""
     import solvers
     from priors.registry import load
-    from priors.typicality import score_norm
     from recon.data.io import load_fastmri
+    from recon.methods import sample_scores
     from recon.problems.mri import MaskSpec, prepare_mri_slice
 
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +47,7 @@ def score_files(files: list[Path], out: Path, mask: str, accel: float, center_fr
             ref = h["reconstruction_rss"][k] if "reconstruction_rss" in h else None
         pb = prepare_mri_slice(kspace, vol.header, MaskSpec(mask, accel, center_fraction), target=ref)
         post = solvers.sample(method, pb.op, pb.y, prior, n_samples=n_samples, seed=0, sigma_y=pb.noise_std)
-        scores = score_norm(prior, post.samples / post.hparams["scale"]).tolist()
+        scores = sample_scores(post, prior).tolist()
         target.write_text(json.dumps({"file": str(f), "slice": k, "method": method, "prior": prior_name,
                                       "mask": mask, "accel": accel, "center_fraction": center_fraction,
                                       "score_norm": scores}) + "\n")

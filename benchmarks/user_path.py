@@ -132,23 +132,18 @@ def interval_rows(folders: list[Path], files: list[Path], methods: list[str]) ->
     `folders` that holds it."""
     out: dict[str, dict[str, list]] = {}
     for f in files:
-        seen: set[str] = set()
+        found: dict[str, dict] = {}
         for folder in folders:
             j = folder / f"{f.stem}.json"
-            if j.exists():
-                _interval_row(out, json.loads(j.read_text())["solvers"], methods, seen)
-    return out
-
-
-def _interval_row(out: dict[str, dict[str, list]], solvers: dict, methods: list[str], seen: set[str]) -> None:
-    """Append one file's interval numbers of each method not `seen` yet (and mark it seen)."""
-    for m, s in solvers.items():
-        if m in methods and m not in seen and "coverage_95" in s:
-            seen.add(m)
+            for m, s in (json.loads(j.read_text())["solvers"].items() if j.exists() else ()):
+                if m in methods and "coverage_95" in s:
+                    found.setdefault(m, s)
+        for m, s in found.items():
             row = out.setdefault(m, {"coverage": [], "width": [], "calibrated": []})
             row["coverage"].append(s["coverage_95"])
             row["width"].append(s["mean_interval_width"])
             row["calibrated"].append(bool(s.get("interval", {}).get("calibrated")))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -329,27 +329,29 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     A matching table entry with the same alpha is used ("calibrated"), unless `rel_std` (the data's
     `relative_std`, median over slices) lies outside half to twice the range seen in calibration, `score_norm`
     (the prior's fit to the samples, `recon.methods.prior_fit`, median over slices) exceeds the entry's
-    typicality threshold (recorded as ``prior_fit``), or the run's `sampler` settings (`sampler_settings`) differ from
+    typicality threshold, or the run's `sampler` settings (`sampler_settings`) differ from
     the entry's: then it is still used but flagged uncalibrated (data or settings unlike the calibration's). Without an
     entry: the largest lambda
     the table holds for this method and modality (the most conservative calibrated value), else the Gaussian
-    quantile; both flagged "uncalibrated" with the reason.
+    quantile; both flagged "uncalibrated" with the reason. A `score_norm` is recorded as ``prior_fit`` (with the
+    entry's threshold and verdict; both None without a threshold).
     """
     band = band or setting_band(modality, acceleration)
     entry = table.lookup(method, modality, acceleration, band) if table else None
-    if entry is not None and abs(entry.alpha - alpha) < 1e-12:
+    matched = entry is not None and abs(entry.alpha - alpha) < 1e-12
+    typical = entry.typicality if matched else None
+    fit = {} if score_norm is None else {"prior_fit": {
+        "score_norm": score_norm, "threshold": typical["max"] if typical else None,
+        "typical": score_norm <= typical["max"] if typical else None}}
+    if matched:
         rec = {"calibrated": True, "lambda": entry.lam, "rule": entry.rule, "band": entry.band,
-               "n_images": entry.n_images, "data": entry.data, "guarantee": entry.guarantee()}
+               "n_images": entry.n_images, "data": entry.data, "guarantee": entry.guarantee(), **fit}
         why = []
         lo_hi = entry.rel_std_range
         if rel_std is not None and lo_hi is not None and not 0.5 * lo_hi[0] <= rel_std <= 2.0 * lo_hi[1]:
             why.append(f"relative std {rel_std:.4f} is outside the calibration data's [{lo_hi[0]:.4f}, "
                        f"{lo_hi[1]:.4f}] (x0.5..x2): data unlike the calibration set")
-        typical = entry.typicality
-        if score_norm is not None:
-            rec["prior_fit"] = {"score_norm": score_norm, "threshold": typical["max"] if typical else None,
-                                "typical": score_norm <= typical["max"] if typical else None}
-        if rec.get("prior_fit", {}).get("typical") is False:
+        if fit and fit["prior_fit"]["typical"] is False:
             why.append(f"the prior describes these images worse than {1 - typical['level']:.0%} of its validation "
                        f"images of this setting (score norm {score_norm:.3f} > {typical['max']:.3f}): data unlike "
                        "the calibration set")
@@ -369,4 +371,4 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     else:
         lam = gaussian_lambda(alpha)
         why = f"no calibration table for {method} ({modality}); using the Gaussian quantile {lam:.3f}"
-    return lam, {"calibrated": False, "lambda": lam, "reason": why}
+    return lam, {"calibrated": False, "lambda": lam, "reason": why, **fit}

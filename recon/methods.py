@@ -103,15 +103,20 @@ def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) 
     return post
 
 
+def sample_scores(post: Posterior, prior: Prior) -> torch.Tensor:
+    """The multiscale score norm (`priors.typicality.score_norm`) of each of the posterior's N samples, [N], taken
+    in the prior's intensity scale (the sampler's ``scale``). Costs ``len(priors.typicality.SIGMAS)`` network
+    evaluations of the N samples."""
+    from priors.typicality import score_norm
+    return score_norm(prior, post.samples / float(post.hparams.get("scale", 1.0)))
+
+
 def prior_fit(post: Posterior, settings: MethodConfig) -> float | None:
-    """How well the prior describes the posterior's samples: the median over the samples of the multiscale score
-    norm (`priors.typicality.score_norm`), in the prior's intensity scale (the sampler's ``scale``); None for a
-    method without samples or prior. Costs ``len(priors.typicality.SIGMAS)`` network evaluations of the N samples."""
+    """How well the prior describes the posterior's samples: the median of `sample_scores`; None for a method
+    without samples or prior."""
     if post.samples is None or settings.prior is None:
         return None
-    from priors.typicality import score_norm
-    scale = float(post.hparams.get("scale", 1.0))
-    return float(score_norm(settings.prior, post.samples / scale).median())
+    return float(sample_scores(post, settings.prior).median())
 
 
 def run_baseline(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) -> Posterior:

@@ -233,11 +233,9 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
         fit = float(np.median(r.fits)) if r.fits else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
                                               sampler, band, fit)
-        fitted = record.get("prior_fit")                     # with the entry's threshold, when there is an entry
-        if fitted is None and fit is not None:
-            fitted = {"score_norm": fit, "threshold": None, "typical": None}
+        fitted = record.get("prior_fit")
         if fitted:
-            record["prior_fit"] = {**fitted, "per_slice": list(r.fits)}
+            fitted["per_slice"] = list(r.fits)
         if fitted and fitted["typical"] is False:
             result.warnings.append(
                 f"{m}: the prior describes these images poorly (score norm {fit:.3f} > {fitted['threshold']:.3f}, the "
