@@ -193,12 +193,12 @@ def _write_figure(path: Path, result: VolumeResult, means: dict[str, np.ndarray]
         first = init[mid]
         title = f"{result.name}  slice {s_mid}  R={result.info['acceleration']:.1f} ({result.info['mask']})"
     std = stds[shown_primary][row[shown_primary]] if shown_primary in stds else None
-    width = None
+    width, calibrated = None, True
     if shown_primary in result.intervals:
-        lower, upper, _ = result.intervals[shown_primary]
-        width = upper[row[shown_primary]] - lower[row[shown_primary]]
+        lower, upper, record = result.intervals[shown_primary]
+        width, calibrated = upper[row[shown_primary]] - lower[row[shown_primary]], bool(record.get("calibrated"))
     write_panel(path, ref, first, show, std, shown_primary or "", title, first_name=init_name.replace("_", "-"),
-                interval_width=width)
+                interval_width=width, interval_calibrated=calibrated)
 
 
 def _write_exports(out_dir: Path, cfg: ReconstructConfig, result: VolumeResult, mean: np.ndarray,

@@ -66,9 +66,9 @@ def _set_attrs(obj: Any, attrs: dict[str, Any]) -> None:
 
 def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, means: dict[str, np.ndarray],
                 primary_std: np.ndarray | None, primary: str, title: str, first_name: str = "zero-filled",
-                interval_width: np.ndarray | None = None) -> None:
+                interval_width: np.ndarray | None = None, interval_calibrated: bool = True) -> None:
     """reference | zero-filled (or FBP) | each method's mean | |error| of the primary method | its std |
-    its 95% interval width.
+    its 95% interval width (titled "uncalibrated" when the run's JSON flags it so).
 
     Images share one intensity window (0 to the 99.5th percentile of the reference, or of `first`);
     the error uses the same window scaled by 0.25; std has its own colour bar.
@@ -88,7 +88,8 @@ def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, mea
     if primary_std is not None:
         panels.append((f"std {primary}", primary_std, "std"))
     if interval_width is not None:
-        panels.append((f"95% interval width {primary}", interval_width, "std"))
+        flag = "" if interval_calibrated else " (uncalibrated)"
+        panels.append((f"95% interval width {primary}{flag}", interval_width, "std"))
     vmax = float(np.percentile(reference if reference is not None else first, 99.5)) or 1.0
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
     for ax, (name, img, kind) in zip(axes[0], panels):

@@ -375,3 +375,17 @@ def test_a_run_whose_samples_the_prior_does_not_describe_is_flagged_and_warned(t
     flagged = records[1e-6]
     assert not flagged["solvers"]["dds"]["interval"]["calibrated"]
     assert any("the prior describes these images poorly" in w for w in flagged["warnings"])
+
+
+def test_the_figure_titles_an_uncalibrated_interval_so(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from recon.pipeline.writers import write_panel
+
+    titles: list[str] = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", lambda self, t, *a, **k: titles.append(t))
+    img = np.ones((4, 4))
+    for calibrated in (True, False):
+        write_panel(tmp_path / f"{calibrated}.png", img, img, {"dds": img}, img, "dds", "t",
+                    interval_width=img, interval_calibrated=calibrated)
+    assert "95% interval width dds" in titles and "95% interval width dds (uncalibrated)" in titles
