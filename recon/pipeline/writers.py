@@ -88,7 +88,7 @@ def write_panel(path: Path, reference: np.ndarray | None, first: np.ndarray, mea
     if primary_std is not None:
         panels.append((f"std {primary}", primary_std, "std"))
     if interval_width is not None:
-        flag = "" if interval_calibrated else " (uncalibrated)"
+        flag = "" if interval_calibrated else "\n(uncalibrated)"
         panels.append((f"95% interval width {primary}{flag}", interval_width, "std"))
     vmax = float(np.percentile(reference if reference is not None else first, 99.5)) or 1.0
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)

@@ -388,4 +388,4 @@ def test_the_figure_titles_an_uncalibrated_interval_so(tmp_path, monkeypatch):
     for calibrated in (True, False):
         write_panel(tmp_path / f"{calibrated}.png", img, img, {"dds": img}, img, "dds", "t",
                     interval_width=img, interval_calibrated=calibrated)
-    assert "95% interval width dds" in titles and "95% interval width dds (uncalibrated)" in titles
+    assert "95% interval width dds" in titles and "95% interval width dds\n(uncalibrated)" in titles
