@@ -72,9 +72,9 @@ def fit(work: Path, setting: str, method: str, level: float, prior_name: str, da
     entry = table.lookup(method, "mri", accel)
     if entry is None:
         raise SystemExit(f"{path}: no {method} entry for {setting}")
-    from priors.typicality import SIGMAS
+    from recon.methods import typicality_sigmas
     entry.typicality = {"max": round(threshold, 4), "level": level, "n_images": len(values),
-                        "sigmas": list(SIGMAS), "data": data,
+                        "sigmas": list(typicality_sigmas(method)), "data": data,
                         "range": [round(float(values.min()), 4), round(float(values.max()), 4)]}
     table.save(path)
     return entry.typicality

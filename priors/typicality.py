@@ -22,6 +22,7 @@ import torch
 from priors.base import Prior
 
 SIGMAS = (0.02, 0.05)   # small levels: fine structure, where anatomy the prior has not seen shows first
+                        # (the default; a method may score its samples at others: recon.methods.typicality_sigmas)
 OBJECT_LEVEL = 0.1      # object pixels: |x| at least this fraction of the image's maximum
 
 

@@ -40,7 +40,7 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -322,7 +322,8 @@ def gaussian_lambda(alpha: float) -> float:
 def choose_lambda(table: CalibrationTable | None, method: str, modality: str, acceleration: float | None,
                   alpha: float = 0.05, rel_std: float | None = None,
                   sampler: dict[str, Any] | None = None, band: str | None = None,
-                  score_norm: float | None = None) -> tuple[float, dict[str, Any]]:
+                  score_norm: float | None = None,
+                  score_sigmas: Sequence[float] | None = None) -> tuple[float, dict[str, Any]]:
     """Lambda for a reconstruction and a record of where it came from (`band`: the setting's band where the
     acceleration does not give it, CT's `ct_band`).
 
@@ -334,15 +335,22 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     entry: the largest lambda
     the table holds for this method and modality (the most conservative calibrated value), else the Gaussian
     quantile; both flagged "uncalibrated" with the reason. A `score_norm` is recorded as ``prior_fit`` (with the
-    entry's threshold and verdict; both None without a threshold).
+    entry's threshold and verdict; both None without a threshold). `score_sigmas` are the levels the score was
+    taken at (`recon.methods.typicality_sigmas`): a threshold fitted at other levels does not apply, and the
+    interval is flagged uncalibrated.
     """
     band = band or setting_band(modality, acceleration)
     entry = table.lookup(method, modality, acceleration, band) if table else None
     matched = entry is not None and abs(entry.alpha - alpha) < 1e-12
     typical = entry.typicality if matched else None
+    other_levels = bool(typical and score_sigmas is not None and score_norm is not None and not (
+        len(typical["sigmas"]) == len(score_sigmas) and np.allclose(typical["sigmas"], score_sigmas)))
+    if other_levels:
+        typical = None
     fit = {} if score_norm is None else {"prior_fit": {
         "score_norm": score_norm, "threshold": typical["max"] if typical else None,
-        "typical": score_norm <= typical["max"] if typical else None}}
+        "typical": score_norm <= typical["max"] if typical else None,
+        **({"sigmas": [float(v) for v in score_sigmas]} if score_sigmas is not None else {})}}
     if matched:
         rec = {"calibrated": True, "lambda": entry.lam, "rule": entry.rule, "band": entry.band,
                "n_images": entry.n_images, "data": entry.data, "guarantee": entry.guarantee(), **fit}
@@ -355,6 +363,9 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
             why.append(f"the prior describes these images worse than {1 - typical['level']:.0%} of its validation "
                        f"images of this setting (score norm {score_norm:.3f} > {typical['max']:.3f}): data unlike "
                        "the calibration set")
+        if other_levels:
+            why.append(f"the typicality threshold was fitted at noise levels {entry.typicality['sigmas']}, the "
+                       f"samples were scored at {list(score_sigmas)}: the prior's fit to the data is not tested")
         diff = settings_mismatch(method, entry.sampler, sampler) if entry.sampler and sampler else {}
         if diff:
             why.append("sampler settings unlike the calibration's (" + ", ".join(

@@ -103,12 +103,26 @@ def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) 
     return post
 
 
+#: noise levels of the typicality statistic per method (`typicality_sigmas`), where the default
+#: `priors.typicality.SIGMAS` separates the training anatomy less well. ccdf's samples start from the least-squares
+#: image and keep some of its aliasing, which the denoiser removes at 0.05 from brain images as much as from others;
+#: at 0.01 alone its validation scores separate brain from chest/abdomen at 4x and 8x, at 0.02 or 0.05 they do not
+#: (benchmarks/RESULTS.md, "ccdf's typicality level").
+TYPICALITY_SIGMAS: dict[str, tuple[float, ...]] = {"ccdf": (0.01,)}
+
+
+def typicality_sigmas(method: str) -> tuple[float, ...]:
+    """The noise levels (prior scale) at which `sample_scores` scores a method's samples."""
+    from priors.typicality import SIGMAS
+    return TYPICALITY_SIGMAS.get(method.replace("_", "-"), SIGMAS)
+
+
 def sample_scores(post: Posterior, prior: Prior) -> torch.Tensor:
     """The multiscale score norm (`priors.typicality.score_norm`) of each of the posterior's N samples, [N], taken
-    in the prior's intensity scale (the sampler's ``scale``). Costs ``len(priors.typicality.SIGMAS)`` network
-    evaluations of the N samples."""
+    in the prior's intensity scale (the sampler's ``scale``) at the method's levels (`typicality_sigmas`). Costs
+    one network evaluation of the N samples per level."""
     from priors.typicality import score_norm
-    return score_norm(prior, post.samples / float(post.hparams.get("scale", 1.0)))
+    return score_norm(prior, post.samples / float(post.hparams.get("scale", 1.0)), typicality_sigmas(post.method))
 
 
 def prior_fit(post: Posterior, settings: MethodConfig) -> float | None:

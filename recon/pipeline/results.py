@@ -220,6 +220,7 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
     """95% intervals (`recon.intervals`) for every method with a std, calibrated by the prior's table (an entry
     fitted with other weights than `prior_sha256` is flagged uncalibrated)."""
     from recon import intervals
+    from recon.methods import typicality_sigmas
 
     for m, r in result.methods.items():
         if not (r.means and r.stds):
@@ -232,7 +233,7 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
         band = intervals.ct_band(result.info) if result.modality == "ct" else None
         fit = float(np.median(r.fits)) if r.fits else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
-                                              sampler, band, fit)
+                                              sampler, band, fit, typicality_sigmas(m) if fit is not None else None)
         fitted = record.get("prior_fit")
         if fitted:
             fitted["per_slice"] = list(r.fits)

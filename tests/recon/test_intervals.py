@@ -349,6 +349,32 @@ def test_choose_lambda_flags_samples_the_prior_does_not_describe():
     lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, score_norm=0.55)
     assert lam == 2.5 and not rec["calibrated"] and "score norm 0.550 > 0.400" in rec["reason"]
     assert rec["prior_fit"] == {"score_norm": 0.55, "threshold": 0.4, "typical": False}
+    # a score taken at other noise levels than the threshold's is not compared with it: not tested, flagged
+    lam, rec = iv.choose_lambda(table, "dds", "mri", 4.0, score_norm=0.39, score_sigmas=(0.01, 0.02))
+    assert lam == 2.5 and not rec["calibrated"] and "fitted at noise levels [0.02, 0.05]" in rec["reason"]
+    assert rec["prior_fit"] == {"score_norm": 0.39, "threshold": None, "typical": None, "sigmas": [0.01, 0.02]}
+    assert iv.choose_lambda(table, "dds", "mri", 4.0, score_norm=0.39, score_sigmas=(0.02, 0.05))[1]["calibrated"]
+
+
+def test_each_method_scores_its_samples_at_its_own_levels():
+    """`sample_scores` takes the method's `typicality_sigmas` (ccdf: 0.01), one network evaluation per
+    level; the value is `priors.typicality.score_norm` at those levels, in the prior's scale."""
+    from priors.typicality import SIGMAS, score_norm
+    from recon.methods import sample_scores, typicality_sigmas
+    from solvers.posterior import Posterior
+    from tests.recon.pipeline.test_pipeline import N, _gaussian_prior
+
+    assert typicality_sigmas("dds") == SIGMAS == typicality_sigmas("score_ald")
+    assert typicality_sigmas("ccdf") == (0.01,)
+    prior = _gaussian_prior()
+    samples = torch.randn(3, N, N, dtype=torch.complex64, generator=torch.Generator().manual_seed(0))
+    for method in ("dds", "ccdf"):
+        post = Posterior.from_samples(samples * 2.0)
+        post.method, post.hparams = method, {"scale": 2.0}
+        before = prior.nfe
+        got = sample_scores(post, prior)
+        assert prior.nfe - before == len(typicality_sigmas(method))
+        assert torch.allclose(got, score_norm(prior, samples, typicality_sigmas(method)))
 
 
 def test_a_run_whose_samples_the_prior_does_not_describe_is_flagged_and_warned(tmp_path):
