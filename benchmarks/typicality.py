@@ -59,8 +59,10 @@ def image_scores(folder: Path) -> dict[str, float]:
     return {j.stem: float(np.median(json.loads(j.read_text())["score_norm"])) for j in sorted(folder.glob("*.json"))}
 
 
-def fit(work: Path, setting: str, method: str, level: float, prior_name: str, data: str) -> dict:
-    """Write ``typicality`` into the method's entry of the setting's band; returns it."""
+def fit(work: Path, setting: str, method: str, level: float, prior_name: str, data: str,
+        mask_kind: str | None = None) -> dict:
+    """Write ``typicality`` into the method's entry of the setting's band (with `mask_kind`: its threshold for runs
+    with that kind of mask, ``typicality["masks"][mask_kind]``, beside the entry's own); returns what was written."""
     scores = image_scores(work / setting)
     values = np.array(list(scores.values()))
     threshold = iv.typicality_threshold(values, level)
@@ -73,11 +75,18 @@ def fit(work: Path, setting: str, method: str, level: float, prior_name: str, da
     if entry is None:
         raise SystemExit(f"{path}: no {method} entry for {setting}")
     from recon.methods import typicality_sigmas
-    entry.typicality = {"max": round(threshold, 4), "level": level, "n_images": len(values),
-                        "sigmas": list(typicality_sigmas(method)), "data": data,
-                        "range": [round(float(values.min()), 4), round(float(values.max()), 4)]}
+    record = {"max": round(threshold, 4), "level": level, "n_images": len(values),
+              "sigmas": list(typicality_sigmas(method)), "data": data,
+              "range": [round(float(values.min()), 4), round(float(values.max()), 4)]}
+    if mask_kind is None:
+        entry.typicality = {**record, **({"masks": entry.typicality["masks"]}
+                                         if entry.typicality and "masks" in entry.typicality else {})}
+    elif entry.typicality is None:
+        raise SystemExit(f"{path}: fit the {method} entry's own threshold first (without --mask-kind)")
+    else:
+        entry.typicality.setdefault("masks", {})[mask_kind] = record
     table.save(path)
-    return entry.typicality
+    return record
 
 
 def report(work: Path) -> list[str]:
@@ -103,12 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--level", type=float, default=0.05)
     ap.add_argument("--prior", default="brain-mri-complex")
     ap.add_argument("--data", default="", help="fit: the validation data in words (recorded in the entry)")
+    ap.add_argument("--mask-kind", default=None,
+                    help="fit: the threshold for runs with this kind of mask (e.g. equispaced), from a setting "
+                         "folder scored with it; the entry's own threshold stays")
     a = ap.parse_intermixed_args(argv)
     if a.command == "score":
         folder = a.folder or f"{a.mask}-{a.accel:g}"
         score_files(a.files, a.work / folder, a.mask, a.accel, a.center_fraction, a.method, a.prior)
     elif a.command == "fit":
-        print(json.dumps(fit(a.work, a.setting, a.method, a.level, a.prior, a.data)))
+        print(json.dumps(fit(a.work, a.setting, a.method, a.level, a.prior, a.data, a.mask_kind)))
     else:
         print("\n".join(report(a.work)))
     return 0

@@ -173,7 +173,8 @@ class CalibrationEntry:
     rel_std_range: tuple[float, float] | None = None   # 5th-95th percentile of relative_std over the images
     sampler: dict[str, Any] | None = None       # `sampler_settings` of the runs it was fitted on
     certified_alpha: float | None = None        # the level the guarantee holds at, when not alpha (too few images)
-    typicality: dict[str, Any] | None = None    # {"max", "level", "n_images", "sigmas", "data"}: `typicality_threshold`
+    typicality: dict[str, Any] | None = None    # {"max", "level", "n_images", "sigmas", "data"}: `typicality_threshold`;
+    #                                             optional "masks": {mask kind: the same keys, fitted with that mask}
 
     def guarantee(self) -> str:
         """The guarantee in words: the expected fraction of uncovered object pixels it bounds."""
@@ -323,7 +324,7 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
                   alpha: float = 0.05, rel_std: float | None = None,
                   sampler: dict[str, Any] | None = None, band: str | None = None,
                   score_norm: float | None = None,
-                  score_sigmas: Sequence[float] | None = None) -> tuple[float, dict[str, Any]]:
+                  score_sigmas: Sequence[float] | None = None, mask: str | None = None) -> tuple[float, dict[str, Any]]:
     """Lambda for a reconstruction and a record of where it came from (`band`: the setting's band where the
     acceleration does not give it, CT's `ct_band`).
 
@@ -337,12 +338,15 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     quantile; both flagged "uncalibrated" with the reason. A `score_norm` is recorded as ``prior_fit`` (with the
     entry's threshold and verdict; both None without a threshold). `score_sigmas` are the levels the score was
     taken at (`recon.methods.typicality_sigmas`): a threshold fitted at other levels does not apply, and the
-    interval is flagged uncalibrated.
+    interval is flagged uncalibrated. An entry may hold thresholds per sampling-mask kind (``typicality["masks"]``,
+    fitted on validation runs with that mask); the run's `mask` kind picks one, else the entry's own applies.
     """
     band = band or setting_band(modality, acceleration)
     entry = table.lookup(method, modality, acceleration, band) if table else None
     matched = entry is not None and abs(entry.alpha - alpha) < 1e-12
     typical = entry.typicality if matched else None
+    if typical and mask in typical.get("masks", {}):
+        typical = typical["masks"][mask]
     other_levels = bool(typical and score_sigmas is not None and score_norm is not None and not (
         len(typical["sigmas"]) == len(score_sigmas) and np.allclose(typical["sigmas"], score_sigmas)))
     if other_levels:

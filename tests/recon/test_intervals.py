@@ -354,6 +354,12 @@ def test_choose_lambda_flags_samples_the_prior_does_not_describe():
     assert lam == 2.5 and not rec["calibrated"] and "fitted at noise levels [0.02, 0.05]" in rec["reason"]
     assert rec["prior_fit"] == {"score_norm": 0.39, "threshold": None, "typical": None, "sigmas": [0.01, 0.02]}
     assert iv.choose_lambda(table, "dds", "mri", 4.0, score_norm=0.39, score_sigmas=(0.02, 0.05))[1]["calibrated"]
+    # a threshold of the run's mask kind, where the entry has one, replaces the entry's own
+    entry.typicality["masks"] = {"equispaced": {"max": 0.45, "level": 0.05, "n_images": 20, "sigmas": [0.02, 0.05],
+                                                "data": "validation, equispaced"}}
+    for mask, calibrated in (("equispaced", True), ("random", False), (None, False)):
+        rec = iv.choose_lambda(table, "dds", "mri", 4.0, score_norm=0.42, score_sigmas=(0.02, 0.05), mask=mask)[1]
+        assert rec["calibrated"] is calibrated and rec["prior_fit"]["threshold"] == (0.45 if calibrated else 0.4)
 
 
 def test_each_method_scores_its_samples_at_its_own_levels():
