@@ -184,3 +184,30 @@ def make_mask(
     full[..., :left] = False
     full[..., right:] = False
     return Mask(torch.from_numpy(full.astype(np.float32)), kind, float(acceleration), (left, right))
+
+
+def line_pattern_kind(mask: np.ndarray | torch.Tensor) -> str:
+    """What kind of sampling a file's own mask [H, W] (or phase lines [W]) is: "equispaced" when the phase lines
+    sampled outside the fully sampled centre are evenly spaced (gaps differing by at most one line, as fastMRI's
+    equispaced masks with a non-integer spacing), "random" for other line patterns, "2d" when lines are not sampled
+    whole. Fewer than three lines outside the centre: "random"."""
+    m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask) > 0
+    if m.ndim == 2:
+        lines = m.any(0)
+        if not (m[:, lines].all() or not lines.any()):
+            return "2d"
+        m = lines
+    c = m.shape[0] // 2
+    a, b = c, c                                   # the centre run [a, b) (empty when the centre is not sampled)
+    if m[c]:
+        while a > 0 and m[a - 1]:
+            a -= 1
+        while b < m.shape[0] and m[b]:
+            b += 1
+    else:
+        b = c
+    left, right = np.flatnonzero(m[:a]), np.flatnonzero(m[b:]) + b
+    gaps = np.concatenate([np.diff(left), np.diff(right)])
+    if left.size + right.size < 3 or gaps.size == 0:
+        return "random"
+    return "equispaced" if gaps.max() - gaps.min() <= 1 else "random"

@@ -234,7 +234,7 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
         fit = float(np.median(r.fits)) if r.fits else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
                                               sampler, band, fit, typicality_sigmas(m) if fit is not None else None,
-                                              result.info.get("mask"))
+                                              result.info.get("sampling", result.info.get("mask")))
         fitted = record.get("prior_fit")
         if fitted:
             fitted["per_slice"] = list(r.fits)

@@ -12,7 +12,7 @@ from operators.fft import fft2c, ifft2c, rss
 from operators.mri import MultiCoilMRI
 from recon.problems.calibration import calibrate
 from recon.data.io import FastMRIHeader, center_crop
-from recon.data.masks import make_mask
+from recon.data.masks import line_pattern_kind, make_mask
 from recon.problems.noise import estimate_noise
 
 
@@ -62,6 +62,12 @@ class MRIProblem:
     calibration: dict | None = None
     noise_std: float = 0.0
     noise: dict | None = None
+
+    @property
+    def sampling(self) -> str:
+        """The kind of mask the data were sampled with: the requested kind for a retrospective mask, else what the
+        file's own pattern looks like (`recon.data.masks.line_pattern_kind`: equispaced, random or 2d)."""
+        return self.mask_kind if self.retrospective else line_pattern_kind(self.mask)
 
     @property
     def support(self) -> torch.Tensor:

@@ -421,3 +421,35 @@ def test_the_figure_titles_an_uncalibrated_interval_so(tmp_path, monkeypatch):
         write_panel(tmp_path / f"{calibrated}.png", img, img, {"dds": img}, img, "dds", "t",
                     interval_width=img, interval_calibrated=calibrated)
     assert "95% interval width dds" in titles and "95% interval width dds\n(uncalibrated)" in titles
+
+
+def test_a_files_own_equispaced_sampling_picks_the_equispaced_threshold(tmp_path):
+    """An undersampled file (its own mask) is recognised as equispaced (`MRIProblem.sampling`, JSON "sampling"),
+    and the entry's equispaced threshold judges it; a random mask run keeps the entry's own threshold."""
+    import h5py
+
+    from recon.data.io import write_fastmri
+    from recon.data.masks import make_mask
+    from recon.methods import MethodConfig
+    from recon.pipeline.run import reconstruct_file
+    from recon.pipeline.volume import ReconstructConfig
+    from recon.problems.mri import MaskSpec
+    from tests.recon.pipeline.test_pipeline import _gaussian_prior
+
+    src = _phantom_file(tmp_path / "p.h5")
+    with h5py.File(src) as f:
+        k = f["kspace"][()]
+    lines = make_mask("equispaced", k.shape[-2:], 3, 0.2).mask.numpy()
+    sub = write_fastmri(tmp_path / "sub.h5", k * lines)
+    strict = {"max": 1e-6, "level": 0.05, "n_images": 20, "sigmas": [0.02, 0.05], "data": "random masks"}
+    entry = iv.CalibrationEntry("dds", "mri", "R<=5", 2.5, 0.05, "crc", 40, data="phantoms",
+                                typicality={**strict, "masks": {"equispaced": {**strict, "max": 1e6}}})
+    settings = MethodConfig(prior=_gaussian_prior(), n_samples=2, nfe=6, progress=False,
+                            intervals=iv.CalibrationTable("gaussian", [entry]))
+    cfg = ReconstructConfig(solvers=["dds"], mask=MaskSpec("random", 3, 0.2, 0), quiet=True)
+    own = reconstruct_file(sub, cfg, lambda m: settings, tmp_path / "own")
+    assert own["mask"] == "file" and own["sampling"] == "equispaced"
+    assert own["solvers"]["dds"]["interval"]["calibrated"]
+    assert own["solvers"]["dds"]["interval"]["prior_fit"]["threshold"] == 1e6
+    retro = reconstruct_file(src, cfg, lambda m: settings, tmp_path / "retro")
+    assert retro["sampling"] == "random" and not retro["solvers"]["dds"]["interval"]["calibrated"]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from recon.data.masks import KINDS, SPANS, MaskError, make_mask
+from recon.data.masks import KINDS, SPANS, MaskError, line_pattern_kind, make_mask
 from tests.conftest import upstream_fastmri
 
 SHAPE = (320, 368)
@@ -81,3 +81,22 @@ def test_bad_requests_raise():
         make_mask("random", SHAPE, 4, span="padded")
     with pytest.raises(MaskError, match="impossible"):
         make_mask("equispaced", SHAPE, 8, 0.2)
+
+
+@pytest.mark.parametrize("func, expected", [("EquispacedMaskFractionFunc", "equispaced"),
+                                            ("EquiSpacedMaskFunc", "equispaced"), ("RandomMaskFunc", "random")])
+def test_a_files_own_line_pattern_is_recognised_on_fastmris_masks(func, expected, monkeypatch):
+    """fastMRI's own mask functions at its accelerations, several widths and seeds (spacings that are not integers
+    differ by one line), and ours; 2D patterns are told apart."""
+    subsample = upstream_fastmri("fastmri.data.subsample", monkeypatch)
+    for cf, accel in ((0.08, 4), (0.04, 8), (0.08, 3), (0.04, 6)):
+        for width in (192, 320, 368, 396):
+            for seed in range(3):
+                lines = getattr(subsample, func)([cf], [accel])((1, 640, width, 2), seed=seed)
+                lines = (lines[0] if isinstance(lines, tuple) else lines).numpy().reshape(-1)
+                assert line_pattern_kind(lines) == expected, (cf, accel, width, seed)
+    kind = "equispaced" if expected == "equispaced" else "random"
+    mask = make_mask(kind, SHAPE, 4, 0.08, seed=1, acquired=ACQ).mask
+    assert line_pattern_kind(mask.expand(SHAPE)) == expected
+    assert line_pattern_kind(make_mask("poisson", (64, 64), 4, 0.1).mask) == "2d"
+    assert line_pattern_kind(np.r_[np.zeros(10), np.ones(4), np.zeros(10)]) == "random"   # centre only: no evidence
