@@ -347,8 +347,9 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     typical = entry.typicality if matched else None
     if typical and mask in typical.get("masks", {}):
         typical = typical["masks"][mask]
+    fitted_levels = typical["sigmas"] if typical else None
     other_levels = bool(typical and score_sigmas is not None and score_norm is not None and not (
-        len(typical["sigmas"]) == len(score_sigmas) and np.allclose(typical["sigmas"], score_sigmas)))
+        len(fitted_levels) == len(score_sigmas) and np.allclose(fitted_levels, score_sigmas)))
     if other_levels:
         typical = None
     fit = {} if score_norm is None else {"prior_fit": {
@@ -368,7 +369,7 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
                        f"images of this setting (score norm {score_norm:.3f} > {typical['max']:.3f}): data unlike "
                        "the calibration set")
         if other_levels:
-            why.append(f"the typicality threshold was fitted at noise levels {entry.typicality['sigmas']}, the "
+            why.append(f"the typicality threshold was fitted at noise levels {fitted_levels}, the "
                        f"samples were scored at {list(score_sigmas)}: the prior's fit to the data is not tested")
         diff = settings_mismatch(method, entry.sampler, sampler) if entry.sampler and sampler else {}
         if diff:

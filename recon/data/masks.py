@@ -194,7 +194,7 @@ def line_pattern_kind(mask: np.ndarray | torch.Tensor) -> str:
     m = np.asarray(mask.cpu() if isinstance(mask, torch.Tensor) else mask) > 0
     if m.ndim == 2:
         lines = m.any(0)
-        if not (m[:, lines].all() or not lines.any()):
+        if lines.any() and not m[:, lines].all():
             return "2d"
         m = lines
     c = m.shape[0] // 2
@@ -204,8 +204,6 @@ def line_pattern_kind(mask: np.ndarray | torch.Tensor) -> str:
             a -= 1
         while b < m.shape[0] and m[b]:
             b += 1
-    else:
-        b = c
     left, right = np.flatnonzero(m[:a]), np.flatnonzero(m[b:]) + b
     gaps = np.concatenate([np.diff(left), np.diff(right)])
     if left.size + right.size < 3 or gaps.size == 0:
