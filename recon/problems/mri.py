@@ -157,8 +157,8 @@ def prepare_mri_slice(
         accel, kind = m.acceleration, mask_spec.kind
         if reference is None:
             reference = center_crop(rss(ifft2c(k)), (header.recon_size[0], header.recon_size[1]))
-    else:
-        mask = sampled_pattern(k).float()
+    else:  # the file's own pattern, read before the readout crop (whose FFTs leave round-off in empty lines)
+        mask = (lines[None, :].expand(h, w) if line_sampling else pattern).float()
         accel = float(mask[:, left:right].numel() / max(float(mask[:, left:right].sum()), 1.0))
         kind = "file"
     y = k * mask
