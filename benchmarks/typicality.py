@@ -78,9 +78,9 @@ def fit(work: Path, setting: str, method: str, level: float, prior_name: str, da
     record = {"max": round(threshold, 4), "level": level, "n_images": len(values),
               "sigmas": list(typicality_sigmas(method)), "data": data,
               "range": [round(float(values.min()), 4), round(float(values.max()), 4)]}
+    masks = (entry.typicality or {}).get("masks")
     if mask_kind is None:
-        entry.typicality = {**record, **({"masks": entry.typicality["masks"]}
-                                         if entry.typicality and "masks" in entry.typicality else {})}
+        entry.typicality = {**record, **({"masks": masks} if masks else {})}
     elif entry.typicality is None:
         raise SystemExit(f"{path}: fit the {method} entry's own threshold first (without --mask-kind)")
     else:

@@ -314,6 +314,20 @@ def typicality_threshold(values: np.ndarray, level: float = 0.05) -> float:
     return float(v[k - 1]) if k <= v.size else math.inf
 
 
+def _typicality_for(typicality: dict[str, Any] | None, mask: str | None,
+                    score_sigmas: Sequence[float] | None) -> tuple[dict[str, Any] | None, str | None]:
+    """An entry's typicality threshold for a run: the one of the run's `mask` kind where the entry has it, else the
+    entry's own; None, with the reason, when it was fitted at other levels than the run's `score_sigmas`."""
+    if not typicality:
+        return None, None
+    typical = typicality.get("masks", {}).get(mask, typicality)
+    levels = typical["sigmas"]
+    if score_sigmas is not None and not (len(levels) == len(score_sigmas) and np.allclose(levels, score_sigmas)):
+        return None, (f"the typicality threshold was fitted at noise levels {levels}, the samples were scored at "
+                      f"{list(score_sigmas)}: the prior's fit to the data is not tested")
+    return typical, None
+
+
 def gaussian_lambda(alpha: float) -> float:
     """The uncalibrated fallback: the two-sided Gaussian quantile (1.96 for alpha = 0.05)."""
     from statistics import NormalDist
@@ -344,14 +358,8 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     band = band or setting_band(modality, acceleration)
     entry = table.lookup(method, modality, acceleration, band) if table else None
     matched = entry is not None and abs(entry.alpha - alpha) < 1e-12
-    typical = entry.typicality if matched else None
-    if typical and mask in typical.get("masks", {}):
-        typical = typical["masks"][mask]
-    fitted_levels = typical["sigmas"] if typical else None
-    other_levels = bool(typical and score_sigmas is not None and score_norm is not None and not (
-        len(fitted_levels) == len(score_sigmas) and np.allclose(fitted_levels, score_sigmas)))
-    if other_levels:
-        typical = None
+    typical, untested = _typicality_for(entry.typicality if matched else None, mask,
+                                        score_sigmas if score_norm is not None else None)
     fit = {} if score_norm is None else {"prior_fit": {
         "score_norm": score_norm, "threshold": typical["max"] if typical else None,
         "typical": score_norm <= typical["max"] if typical else None,
@@ -368,9 +376,8 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
             why.append(f"the prior describes these images worse than {1 - typical['level']:.0%} of its validation "
                        f"images of this setting (score norm {score_norm:.3f} > {typical['max']:.3f}): data unlike "
                        "the calibration set")
-        if other_levels:
-            why.append(f"the typicality threshold was fitted at noise levels {fitted_levels}, the "
-                       f"samples were scored at {list(score_sigmas)}: the prior's fit to the data is not tested")
+        if untested:
+            why.append(untested)
         diff = settings_mismatch(method, entry.sampler, sampler) if entry.sampler and sampler else {}
         if diff:
             why.append("sampler settings unlike the calibration's (" + ", ".join(

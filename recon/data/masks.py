@@ -21,6 +21,8 @@ import numpy as np
 import sigpy.mri
 import torch
 
+from operators.espirit import acs_region
+
 KINDS_1D = ("random", "equispaced", "gaussian1d")
 KINDS_2D = ("gaussian2d", "poisson", "uniform2d")
 KINDS = KINDS_1D + KINDS_2D
@@ -197,13 +199,9 @@ def line_pattern_kind(mask: np.ndarray | torch.Tensor) -> str:
         if lines.any() and not m[:, lines].all():
             return "2d"
         m = lines
-    c = m.shape[0] // 2
-    a, b = c, c                                   # the centre run [a, b) (empty when the centre is not sampled)
-    if m[c]:
-        while a > 0 and m[a - 1]:
-            a -= 1
-        while b < m.shape[0] and m[b]:
-            b += 1
+    width = acs_region(m[None, :])[1]             # the fully sampled centre [a, b), as calibration finds it
+    a = (m.shape[0] - width + 1) // 2
+    b = a + width
     left, right = np.flatnonzero(m[:a]), np.flatnonzero(m[b:]) + b
     gaps = np.concatenate([np.diff(left), np.diff(right)])
     if left.size + right.size < 3 or gaps.size == 0:
