@@ -56,12 +56,19 @@ import contextlib
 import math
 from typing import Iterator, Sequence
 
-import astra
-import astra.experimental as astra_direct
 import numpy as np
 import torch
 
 from .base import LinearOperator, OperatorShapeError
+
+try:  # MRI needs no ASTRA: a broken install (e.g. its CUDA 12 libraries missing) must not stop the package importing
+    import astra
+    import astra.experimental as astra_direct
+except ImportError as _exc:  # the CT operators' constructors raise ASTRAUnavailableError with this cause
+    astra = astra_direct = None
+    ASTRA_IMPORT_ERROR: ImportError | None = _exc
+else:
+    ASTRA_IMPORT_ERROR = None
 
 PARALLEL_PROJECTORS = ("linear", "strip", "line")
 FAN_PROJECTORS = ("line_fanflat", "strip_fanflat")
@@ -73,12 +80,26 @@ class CUDAUnavailableError(RuntimeError):
     """A CUDA projector was needed but this machine or ASTRA build has no CUDA."""
 
 
+class ASTRAUnavailableError(ImportError):
+    """A CT operator was asked for, but astra-toolbox could not be imported on this machine."""
+
+
+def require_astra(what: str) -> None:
+    """Raise `ASTRAUnavailableError` naming ``what`` and the import's own error when ASTRA did not import."""
+    if astra is None:
+        raise ASTRAUnavailableError(
+            f"{what} needs ASTRA (astra-toolbox), which could not be imported here: {ASTRA_IMPORT_ERROR}. "
+            "MRI does not need it; for CT, `pip install astra-toolbox` (its wheel also installs the CUDA 12 runtime "
+            "and cuFFT it links against)")
+
+
 def cuda_available() -> bool:
-    """True when both torch and the installed ASTRA build can use a CUDA device."""
-    return bool(torch.cuda.is_available() and astra.use_cuda())
+    """True when both torch and the installed ASTRA build can use a CUDA device (False without ASTRA)."""
+    return bool(torch.cuda.is_available() and astra is not None and astra.use_cuda())
 
 
 def _require_cuda(what: str) -> None:
+    require_astra(what)
     if not torch.cuda.is_available():
         raise CUDAUnavailableError(f"{what} needs a CUDA device, but torch sees none on this machine")
     if not astra.use_cuda():
@@ -194,6 +215,7 @@ class _Tomo2D(_AstraOperator):
 
     def __init__(self, image_shape: Sequence[int], angles, n_detectors: int, detector_spacing: float,
                  projector: str, allowed: tuple[str, ...], cpu_matrix: bool | None = None):
+        require_astra(type(self).__name__)
         self.cpu_matrix = cpu_matrix
         self._matrices: tuple[torch.Tensor, torch.Tensor] | None = None
         self.image_shape = _shape("image_shape", image_shape, 2)

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import time
 
-import astra
 import numpy as np
 import torch
 
-from operators.ct import FanBeam2D, ParallelBeam2D
+from operators.ct import FanBeam2D, ParallelBeam2D, astra  # astra is None only where no CT operator can be built
 from operators.weighted import WeightedOperator
 from recon.baselines.registry import register
 from solvers.posterior import Posterior
