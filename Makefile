@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo "torch" || echo "torch==2.13.0")
 DEMO_OUT ?= demo-out
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -28,6 +28,12 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q tests
+
+# On a machine with an NVIDIA GPU: the CUDA check table, then every CUDA test (one thread per process: oversubscribed
+# torch threads make the suite many times slower)
+gpu-check: setup
+	$(BIN)/python -m benchmarks.cuda_check
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -k "cuda or test_devices" tests
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT)
