@@ -13,7 +13,7 @@ from .mri import CoilwiseMRI, MultiCoilMRI, SingleCoilMRI
 __all__ = [
     "LinearOperator", "OperatorCapabilityError", "OperatorShapeError", "adjointness_error", "inner", "power_iteration",
     "fft2c", "ifft2c", "rss", "sense_combine", "conjugate_gradient", "MultiCoilMRI", "SingleCoilMRI", "CoilwiseMRI",
-    "ParallelBeam2D", "FanBeam2D", "ConeBeam3D", "CUDAUnavailableError", "ASTRAUnavailableError", "cuda_available", "sparse_view_angles",
-    "limited_angle", "NonCartesianMRI", "radial", "golden_angle_radial", "spiral", "undersample", "pipe_menon_dcf",
-    "grid_calibration", "noncartesian_espirit_maps",
+    "ParallelBeam2D", "FanBeam2D", "ConeBeam3D", "CUDAUnavailableError", "ASTRAUnavailableError", "cuda_available",
+    "sparse_view_angles", "limited_angle", "NonCartesianMRI", "radial", "golden_angle_radial", "spiral", "undersample",
+    "pipe_menon_dcf", "grid_calibration", "noncartesian_espirit_maps",
 ]
