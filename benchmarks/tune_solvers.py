@@ -49,14 +49,14 @@ SWEEPS: dict[str, dict[str, list[Any]]] = {
     "ccdf": {"sigma_start": [0.2, 0.5, 1.0, 2.0]},
     "projection": {"snr": [0.08, 0.16, 0.32]},
     "score-ald": {"step_scale": [0.1, 0.3, 1.0]},
-    "dps": {"zeta": [0.3, 1.0, 3.0]},
+    "dps": {"cg_iters": [2, 3, 5]},
 }
 # Hyper-parameters whose meaning changes with the measurement noise (swept by --noise-std runs).
 NOISE_SWEEPS: dict[str, dict[str, list[Any]]] = {
     "dds": {"gamma_scale": [0.25, 0.5, 1.0]},
     "projection": {"snr": [0.16, 0.32]},
     "ccdf": {"sigma_start": [0.1, 0.5]},
-    "dps": {"zeta": [0.3, 1.0, 3.0]},
+    "dps": {"cg_iters": [2, 3, 5]},
     "score-ald": {"gamma_scale": [0.5, 1.0]},
 }
 MRI_KSPACE = (144, 120)       # as both benchmark presets

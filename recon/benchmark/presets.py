@@ -257,7 +257,7 @@ TARGETS = Preset(
         "`projection` at 1001 NFE (501 predictor steps with one corrector each; its default budget of 1000 "
         "buys 999) on the first 2 cases (BrainWeb 51, 52) of random-4x and random-8x only: the speed target "
         "is evaluated on those 4 cases",
-        "`score-ald` (600 NFE) and `dps` (500 NFE) at their defaults on the first case of random-4x and "
+        "`score-ald` (600 NFE) and `dps` (200 NFE) at their defaults on the first case of random-4x and "
         "random-8x only (cost and the std ordering, not a quality ranking)",
         "Poisson files: baselines and `dds` only",
     ),
