@@ -181,7 +181,7 @@ QUICK = Preset(
         "sparse-60 only",
         "NFE sweeps only on random-8x (dds 10/20/50, ccdf 10/20) and CT sparse-60 (dds 10/50)",
         "`projection` (50 and 100 NFE), `score-ald` (50) and `dps` (25) only on the first random-8x case, "
-        "far below their defaults (1000 / 600 / 500): these rows show cost and trend, not converged quality, "
+        "far below their defaults (1000 / 600 / 200): these rows show cost and trend, not converged quality, "
         "and the projection-vs-dds target cannot be evaluated",
         "Poisson files: baselines and `dds` only",
     ),
