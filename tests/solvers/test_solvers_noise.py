@@ -242,7 +242,7 @@ def test_dps_tweedie_step_is_the_conditional_mean(case):
     # is E[x0 | x_s0 = x, y], exact for a Gaussian prior (Cov[x0 | x] = s0^2 J). Independent expectation: the
     # posterior of x0 given two Gaussian observations, x (complex variance 2 s0^2) and y (2 sigma_y^2), by dense
     # linear algebra. Measured relative error 1.4e-6 (60 CG steps); with 3 steps 1.31, for the paper's "normalised"
-    # step 1.02: one step of sigma^2 = 9 is far from the small steps of a run, where 3 suffice.
+    # step 1.02: one step of sigma^2 = 9 is far from the small steps of a run, where 3 suffice at this sigma_y.
     op, y, prior, *_ = case
     s0 = 3.0
     post = solvers.sample("dps", op, y, prior, n_samples=2, nfe=1, seed=4, progress=False, scale=1.0,
