@@ -105,7 +105,7 @@ def normalised_misfit_gradient(ctx: Context, x: torch.Tensor, d: torch.Tensor) -
     return grad
 
 
-def tweedie_likelihood_gradient(ctx: Context, x: torch.Tensor, d: torch.Tensor, sigma: float, cg_iters: int = 3
+def tweedie_likelihood_gradient(ctx: Context, x: torch.Tensor, d: torch.Tensor, sigma: float, cg_iters: int
                                 ) -> torch.Tensor:
     """``J^H A^H (sigma_y^2 I + sigma^2 A J A^H)^-1 (y - A d)``, J the Jacobian of ``d = D(x, sigma)``, [N, *domain].
 

@@ -29,6 +29,16 @@ def spectrum(n: int = N_PIX) -> torch.Tensor:
     return 4.0 / (1 + (ky**2 + kx**2).double())
 
 
+def dense_model(op: MultiCoilMRI) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A as a complex128 matrix [range size, N_PIX^2], the prior's complex covariance [N_PIX^2, N_PIX^2]: 2x the
+    per-part one) for the spectrum's Fourier-diagonal prior."""
+    n = N_PIX**2
+    basis = torch.eye(n, dtype=torch.complex128).reshape(n, N_PIX, N_PIX)
+    a = op(basis.to(op.dtype)).to(torch.complex128).reshape(n, -1).T
+    f = fft2c(basis).reshape(n, -1).T
+    return a, 2 * f.conj().T @ torch.diag(spectrum().flatten().to(torch.complex128)) @ f
+
+
 def noisy_gaussian_case(sigma_y: float = SIGMA_Y, seed: int = 1):
     """(op complex64, y complex64 [4, 16, 16], prior, posterior mean complex128 [16, 16], posterior per-part std
     float64 [16, 16], x_true complex128 [16, 16]) for noise std `sigma_y` per part, in unit data scale."""
@@ -43,11 +53,7 @@ def noisy_gaussian_case(sigma_y: float = SIGMA_Y, seed: int = 1):
     mask = (torch.rand(N_PIX, N_PIX, generator=g) < 0.35).double()
     op = MultiCoilMRI(maps, mask)
     y = op(x0) + sigma_y * standard_noise(op(x0), g)
-    n = N_PIX**2
-    basis = torch.eye(n, dtype=torch.complex128).reshape(n, N_PIX, N_PIX)
-    a = op(basis).reshape(n, -1).T
-    f = fft2c(basis).reshape(n, -1).T
-    cov = 2 * f.conj().T @ torch.diag(var.flatten().to(torch.complex128)) @ f
+    a, cov = dense_model(op)
     cov_post = torch.linalg.inv(torch.linalg.inv(cov) + a.conj().T @ a / (2 * sigma_y**2))
     mean = (cov_post @ (a.conj().T @ y.flatten()) / (2 * sigma_y**2)).reshape(N_PIX, N_PIX)
     std = (torch.diagonal(cov_post).real / 2).sqrt().reshape(N_PIX, N_PIX)
@@ -249,10 +255,7 @@ def test_dps_tweedie_step_is_the_conditional_mean(case):
                           sigma_y=SIGMA_Y, likelihood="tweedie", cg_iters=60, sigma_max=s0, sigma_min=0.5)
     x = s0 * standard_noise(torch.empty(2, N_PIX, N_PIX, dtype=torch.complex64), torch.Generator().manual_seed(4))
     n = N_PIX**2
-    basis = torch.eye(n, dtype=torch.complex128).reshape(n, N_PIX, N_PIX)
-    a = op(basis.to(torch.complex64)).to(torch.complex128).reshape(n, -1).T
-    f = fft2c(basis).reshape(n, -1).T
-    cov = 2 * f.conj().T @ torch.diag(spectrum().flatten().to(torch.complex128)) @ f
+    a, cov = dense_model(op)
     precision = torch.linalg.inv(cov) + torch.eye(n) / (2 * s0**2) + a.conj().T @ a / (2 * SIGMA_Y**2)
     rhs = x.reshape(2, n).to(torch.complex128).T / (2 * s0**2) + (a.conj().T @ y.flatten().to(torch.complex128))[:, None] / (
         2 * SIGMA_Y**2)
