@@ -69,6 +69,7 @@ def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     (`recon.intervals.interval_shift`), as the pipeline does before intervals and object masks."""
     record = json.loads(h5.with_suffix(".json").read_text())
     shift = iv.interval_shift(record["modality"])
+    key = "unet_sha256" if method == "unet" else "prior_sha256"
     with h5py.File(h5) as f:
         g = f[f"solvers/{method}"]
         slices = json.loads(g.attrs["slices"])
@@ -77,7 +78,7 @@ def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndar
         return (as_rss(g["mean"][()], record, slices) + shift, g["std"][()], f["reference"][()][rows] + shift,
                 iv.sampler_settings(record["solvers"][method]["nfe"], record["hparams"][method],
                                     "rss" if record["modality"] == "mri" else None,
-                                    record.get("weights", {}).get("prior_sha256")))
+                                    **{key: record.get("weights", {}).get(key)}))
 
 
 def as_rss(mean: np.ndarray, record: dict, slices: list[int]) -> np.ndarray:
@@ -197,14 +198,15 @@ def evaluate(outputs: list[Path], methods: list[str]) -> list[str]:
             tm, ts, tr, _ = collect_file(h5, m)
             s = record["solvers"][m]
             lam = s["interval"]["lambda"]
+            floor = s["interval"].get("floor", iv.method_floor(m))
             obj, peak = iv.object_mask(tr), float(tr.max())
             widths = []
             for x in (g, lam):
-                lo, hi = iv.interval(tm, ts, x, magnitude=record["modality"] == "mri")
+                lo, hi = iv.interval(tm, ts, x, magnitude=record["modality"] == "mri", floor=floor)
                 widths.append(float((hi - lo)[obj].mean()) / peak)
             rows.append(f"| {h5.parent.name}/{h5.stem} | {m} | {s['psnr']:.2f} | {lam:.2f} | "
-                        f"{'yes' if s['interval']['calibrated'] else 'no'} | {iv.coverage(tm, ts, tr, g):.3f} | "
-                        f"{iv.coverage(tm, ts, tr, lam):.3f} | {100 * widths[0]:.2f}% | {100 * widths[1]:.2f}% |")
+                        f"{'yes' if s['interval']['calibrated'] else 'no'} | {iv.coverage(tm, ts, tr, g, floor):.3f} | "
+                        f"{iv.coverage(tm, ts, tr, lam, floor):.3f} | {100 * widths[0]:.2f}% | {100 * widths[1]:.2f}% |")
     return rows
 
 
@@ -223,15 +225,15 @@ def fit_and_test(table: iv.CalibrationTable, method: str, modality: str, band: s
         return None
     table.put(entry)
     tm, ts, tr, _ = collect(test_out, method)
-    g = iv.gaussian_lambda(0.05)
-    lo, hi = iv.interval(tm, ts, entry.lam, magnitude=modality == "mri")
+    g, floor = iv.gaussian_lambda(0.05), entry.floor
+    lo, hi = iv.interval(tm, ts, entry.lam, magnitude=modality == "mri", floor=floor)
     width = hi - lo
     obj = iv.object_mask(tr)
-    return {"method": method, "setting": setting, "n_val": entry.n_images, "lambda": entry.lam,
+    return {"method": method, "setting": setting, "n_val": entry.n_images, "lambda": entry.lam, "floor": floor,
             "certified_alpha": entry.certified_alpha or entry.alpha, "rcps_lambda": entry.lam_rcps,
-            "val_cov": entry.validation_coverage, "test_cov_gauss": iv.coverage(tm, ts, tr, g),
-            "test_cov": iv.coverage(tm, ts, tr, entry.lam),
-            "width_gauss": float((2 * g * iv.widened_std(tm, ts))[obj].mean()),
+            "val_cov": entry.validation_coverage, "test_cov_gauss": iv.coverage(tm, ts, tr, g, floor),
+            "test_cov": iv.coverage(tm, ts, tr, entry.lam, floor),
+            "width_gauss": float((2 * g * iv.widened_std(tm, ts, floor))[obj].mean()),
             "width": float(width[obj].mean()), "ref_max": float(tr.max()),
             "spearman": patch_spearman(width, np.abs(tr - tm), tr), "n_test": tm.shape[0],
             "sparsification": sparsification(width, tr - tm, obj)}

@@ -1,9 +1,10 @@
 """Calibrated per-pixel intervals from a posterior's mean and std, with a distribution-free guarantee.
 
 The interval of a pixel is ``[m - lam * s, m + lam * s]`` on the magnitude (MRI, lower end clipped at 0)
-or on the values (CT), where ``m`` is the posterior mean, ``s = std + 0.1 * mean_object_std`` (the
-floor keeps pixels whose samples agree from getting a zero-width interval; `solvers.posterior.widened_std`),
-and ``lam`` is fitted on validation data. The loss of an image is the fraction of its object pixels outside their interval,
+or on the values (CT), where ``m`` is the posterior mean, ``s = std + floor * mean_object_std`` (the
+floor keeps pixels whose samples agree from getting a zero-width interval; `solvers.posterior.widened_std`;
+0.1 for the samplers, `METHOD_FLOORS` for methods whose spread is not a posterior's), and ``lam`` is fitted on
+validation data. The loss of an image is the fraction of its object pixels outside their interval,
 ``L_i(lam)``, non-increasing in ``lam`` and bounded by 1.
 
 Two ways to pick ``lam`` from n calibration images (slices):
@@ -96,21 +97,34 @@ def object_mask(image: np.ndarray) -> np.ndarray:
     return posterior.object_mask(_t(image)).numpy()
 
 
-def widened_std(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """``std + FLOOR * (mean std over the object of each slice)`` [..., H, W] (`solvers.posterior.widened_std`)."""
-    return posterior.widened_std(_t(mean), _t(std)).numpy()
+#: the interval floor (`solvers.posterior.widened_std`) of methods whose spread is not a posterior's, chosen on
+#: validation data: the U-Net's line-bootstrap spread ranks its errors but is near 0 over much of the image
+#: (benchmarks/RESULTS.md, "A calibrated interval for the U-Net"); other methods use `posterior.INTERVAL_FLOOR`
+METHOD_FLOORS: dict[str, float] = {"unet": 3.0}
 
 
-def interval(mean: np.ndarray, std: np.ndarray, lam: float, magnitude: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def method_floor(method: str) -> float:
+    """The floor `method`'s intervals are fitted with (`METHOD_FLOORS`, else `solvers.posterior.INTERVAL_FLOOR`)."""
+    return METHOD_FLOORS.get(method, posterior.INTERVAL_FLOOR)
+
+
+def widened_std(mean: np.ndarray, std: np.ndarray, floor: float = posterior.INTERVAL_FLOOR) -> np.ndarray:
+    """``std + floor * (mean std over the object of each slice)`` [..., H, W] (`solvers.posterior.widened_std`)."""
+    return posterior.widened_std(_t(mean), _t(std), floor).numpy()
+
+
+def interval(mean: np.ndarray, std: np.ndarray, lam: float, magnitude: bool = True,
+             floor: float = posterior.INTERVAL_FLOOR) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) [..., H, W] for display-unit `mean` and `std` (magnitude images clip the lower end at 0)."""
-    lower, upper = posterior.interval_bounds(_t(mean), _t(std), lam, magnitude)
+    lower, upper = posterior.interval_bounds(_t(mean), _t(std), lam, magnitude, floor)
     return lower.numpy(), upper.numpy()
 
 
-def losses(mean: np.ndarray, std: np.ndarray, reference: np.ndarray, grid: np.ndarray = LAMBDA_GRID) -> np.ndarray:
+def losses(mean: np.ndarray, std: np.ndarray, reference: np.ndarray, grid: np.ndarray = LAMBDA_GRID,
+           floor: float = posterior.INTERVAL_FLOOR) -> np.ndarray:
     """Fraction of object pixels (of the reference) outside the interval, per slice and lambda: [S, len(grid)]."""
     mean, std, reference = (np.asarray(a, dtype=np.float64).reshape(-1, *np.shape(a)[-2:]) for a in (mean, std, reference))
-    score = np.abs(reference - mean) / np.maximum(widened_std(mean, std), 1e-30)
+    score = np.abs(reference - mean) / np.maximum(widened_std(mean, std, floor), 1e-30)
     obj = object_mask(reference)
     out = np.empty((mean.shape[0], len(grid)))
     for i in range(mean.shape[0]):
@@ -146,10 +160,11 @@ def rcps_lambda(loss: np.ndarray, alpha: float, delta: float, grid: np.ndarray =
     return float(grid[bad[-1] + 1])
 
 
-def coverage(mean: np.ndarray, std: np.ndarray, reference: np.ndarray, lam: float) -> float:
+def coverage(mean: np.ndarray, std: np.ndarray, reference: np.ndarray, lam: float,
+             floor: float = posterior.INTERVAL_FLOOR) -> float:
     """Fraction of the reference's object pixels inside the interval (all slices pooled)."""
     mean, std, reference = (np.asarray(a, dtype=np.float64) for a in (mean, std, reference))
-    half = lam * widened_std(mean, std)
+    half = lam * widened_std(mean, std, floor)
     obj = object_mask(reference)
     inside = np.abs(reference - mean) <= half
     return float(inside[obj].mean())
@@ -175,6 +190,7 @@ class CalibrationEntry:
     certified_alpha: float | None = None        # the level the guarantee holds at, when not alpha (too few images)
     typicality: dict[str, Any] | None = None    # {"max", "level", "n_images", "sigmas", "data"}: `typicality_threshold`;
     #                                             optional "masks": {mask kind: the same keys, fitted with that mask}
+    floor: float = posterior.INTERVAL_FLOOR     # the interval floor lambda was fitted with (`method_floor`)
 
     def guarantee(self) -> str:
         """The guarantee in words: the expected fraction of uncovered object pixels it bounds."""
@@ -247,18 +263,20 @@ def load_table(prior_name: str) -> CalibrationTable | None:
     return CalibrationTable.load(path) if path.exists() else None
 
 
-RUN_SPECIFIC = ("seed", "scale", "sigma_y", "n_steps")  # recorded hyper-parameters that follow the data or the seed
+RUN_SPECIFIC = ("seed", "scale", "sigma_y", "n_steps", "crop")  # recorded hyper-parameters that follow the data or the seed
 
 
 def sampler_settings(nfe: int, hparams: dict[str, Any], magnitude: str | None = None,
-                     prior_sha256: str | None = None) -> dict[str, Any]:
+                     prior_sha256: str | None = None, unet_sha256: str | None = None) -> dict[str, Any]:
     """What a posterior's spread depends on besides the data: NFE, number of samples and the method's
     hyper-parameters (a `Posterior.hparams` record without its run-specific entries), for MRI the rule
-    that places the interval's centre (`recon reconstruct --magnitude`), and the prior's weights (sha256 of the
-    file, as the output JSON's `weights` records it): new weights under the same name need a new fit."""
+    that places the interval's centre (`recon reconstruct --magnitude`), and the weights (sha256 of the file, as
+    the output JSON's `weights` records it: the prior's, or the U-Net's for its line-bootstrap spread): new
+    weights under the same name need a new fit."""
     return {"nfe": nfe, **{k: v for k, v in hparams.items() if k not in RUN_SPECIFIC},
             **({"magnitude": magnitude} if magnitude else {}),
-            **({"prior_sha256": prior_sha256} if prior_sha256 else {})}
+            **({"prior_sha256": prior_sha256} if prior_sha256 else {}),
+            **({"unet_sha256": unet_sha256} if unet_sha256 else {})}
 
 
 # Hyper-parameters added after calibration entries were first written, at the value that reproduces the behaviour
@@ -290,8 +308,10 @@ def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.n
               sampler: dict[str, Any] | None = None) -> CalibrationEntry:
     """Fit lambda on calibration slices (display-unit mean/std/reference [S, H, W]) made with the sampler
     settings `sampler` (`sampler_settings`), by conformal risk control at `alpha`, or at `SMALL_SET_ALPHA` when
-    there are too few slices for `alpha` (`crc_feasible`; the entry records it as ``certified_alpha``)."""
-    loss = losses(mean, std, reference)
+    there are too few slices for `alpha` (`crc_feasible`; the entry records it as ``certified_alpha``), with the
+    method's interval floor (`method_floor`, recorded in the entry)."""
+    floor = method_floor(method)
+    loss = losses(mean, std, reference, floor=floor)
     n = loss.shape[0]
     level = alpha if crc_feasible(n, alpha) else max(alpha, SMALL_SET_ALPHA)
     lam = crc_lambda(loss, level)
@@ -300,9 +320,9 @@ def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.n
                          f"with {n} calibration images")
     rel = relative_std(mean, std)
     return CalibrationEntry(method, modality, band, lam, alpha, "crc", n,
-                            rcps_lambda(loss, alpha, delta), delta, coverage(mean, std, reference, lam), data,
+                            rcps_lambda(loss, alpha, delta), delta, coverage(mean, std, reference, lam, floor), data,
                             (float(np.percentile(rel, 5)), float(np.percentile(rel, 95))), sampler,
-                            None if level == alpha else level)
+                            None if level == alpha else level, floor=floor)
 
 
 def typicality_threshold(values: np.ndarray, level: float = 0.05) -> float:
@@ -340,7 +360,8 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
                   score_norm: float | None = None,
                   score_sigmas: Sequence[float] | None = None, mask: str | None = None) -> tuple[float, dict[str, Any]]:
     """Lambda for a reconstruction and a record of where it came from (`band`: the setting's band where the
-    acceleration does not give it, CT's `ct_band`).
+    acceleration does not give it, CT's `ct_band`); the record's ``floor`` is the interval floor to use with it
+    (the entry's, else `method_floor`).
 
     A matching table entry with the same alpha is used ("calibrated"), unless `rel_std` (the data's
     `relative_std`, median over slices) lies outside half to twice the range seen in calibration, `score_norm`
@@ -365,7 +386,7 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
         "typical": score_norm <= typical["max"] if typical else None,
         **({"sigmas": [float(v) for v in score_sigmas]} if score_sigmas is not None else {})}}
     if matched:
-        rec = {"calibrated": True, "lambda": entry.lam, "rule": entry.rule, "band": entry.band,
+        rec = {"calibrated": True, "lambda": entry.lam, "floor": entry.floor, "rule": entry.rule, "band": entry.band,
                "n_images": entry.n_images, "data": entry.data, "guarantee": entry.guarantee(), **fit}
         why = []
         lo_hi = entry.rel_std_range
@@ -388,10 +409,11 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     same = [e for e in (table.entries if table else []) if e.method == method and e.modality == modality
             and abs(e.alpha - alpha) < 1e-12]
     if same:
-        lam = max(e.lam for e in same)
+        widest = max(same, key=lambda e: e.lam)
+        lam, floor = widest.lam, widest.floor
         why = (f"no calibration for {method} at this setting ({band});"
                f" using the largest calibrated lambda of this method ({lam})")
     else:
-        lam = gaussian_lambda(alpha)
+        lam, floor = gaussian_lambda(alpha), method_floor(method)
         why = f"no calibration table for {method} ({modality}); using the Gaussian quantile {lam:.3f}"
-    return lam, {"calibrated": False, "lambda": lam, "reason": why, **fit}
+    return lam, {"calibrated": False, "lambda": lam, "floor": floor, "reason": why, **fit}

@@ -127,8 +127,8 @@ def sample_scores(post: Posterior, prior: Prior) -> torch.Tensor:
 
 def prior_fit(post: Posterior, settings: MethodConfig) -> float | None:
     """How well the prior describes the posterior's samples: the median of `sample_scores`; None for a method
-    without samples or prior."""
-    if post.samples is None or settings.prior is None:
+    without samples or prior, or that is not a posterior sampler (the U-Net's line-bootstrap replicates)."""
+    if post.samples is None or settings.prior is None or post.method not in POSTERIOR_METHODS:
         return None
     return float(sample_scores(post, settings.prior).median())
 

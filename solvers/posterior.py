@@ -18,17 +18,18 @@ def object_mask(image: torch.Tensor) -> torch.Tensor:
     return mag >= OBJECT_LEVEL * peak
 
 
-def widened_std(values: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """``std + INTERVAL_FLOOR * (mean std over the object of values)``, per slice, [..., H, W]: pixels whose
+def widened_std(values: torch.Tensor, std: torch.Tensor, floor: float = INTERVAL_FLOOR) -> torch.Tensor:
+    """``std + floor * (mean std over the object of values)``, per slice, [..., H, W]: pixels whose
     samples agree keep a non-zero interval."""
     obj = object_mask(values).to(std.dtype)
     per_slice = (std * obj).flatten(-2).sum(-1) / obj.flatten(-2).sum(-1).clamp_min(1.0)
-    return std + INTERVAL_FLOOR * per_slice[..., None, None]
+    return std + floor * per_slice[..., None, None]
 
 
-def interval_bounds(values: torch.Tensor, std: torch.Tensor, lam: float, magnitude: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``values -/+ lam * widened_std``; magnitudes clip the lower end at 0."""
-    half = lam * widened_std(values, std)
+def interval_bounds(values: torch.Tensor, std: torch.Tensor, lam: float, magnitude: bool,
+                    floor: float = INTERVAL_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
+    """``values -/+ lam * widened_std(values, std, floor)``; magnitudes clip the lower end at 0."""
+    half = lam * widened_std(values, std, floor)
     lower = values - half
     return (lower.clamp_min(0.0) if magnitude else lower), values + half
 
@@ -75,12 +76,14 @@ class Posterior:
         """|mean|, real [..., H, W]."""
         return self.mean.abs()
 
-    def interval(self, alpha: float = 0.05, lam: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def interval(self, alpha: float = 0.05, lam: float | None = None,
+                 floor: float = INTERVAL_FLOOR) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-pixel interval (lower, upper), real [..., H, W]: on the magnitude for complex images, on the values
-        for real ones; ``centre -/+ lam * (std + INTERVAL_FLOOR * mean object std)``.
+        for real ones; ``centre -/+ lam * (std + floor * mean object std)``.
 
         lam None: the Gaussian quantile for `alpha` (1.96 at 0.05), which is *not* calibrated (sampler stds are
-        often too small); pass a calibrated lam (`recon.intervals`, fitted on validation data) for a guarantee.
+        often too small); pass a calibrated lam and the floor it was fitted with (`recon.intervals`: an entry's
+        ``lam`` and ``floor``, fitted on validation data) for a guarantee.
         """
         if self.std is None:
             raise ValueError(f"{self.method or 'this method'} returned no std: it has no interval")
@@ -88,4 +91,4 @@ class Posterior:
             raise ValueError(f"alpha must be in (0, 1), got {alpha}")
         lam = NormalDist().inv_cdf(1 - alpha / 2) if lam is None else float(lam)
         complex_image = self.mean.is_complex()
-        return interval_bounds(self.mean.abs() if complex_image else self.mean, self.std, lam, complex_image)
+        return interval_bounds(self.mean.abs() if complex_image else self.mean, self.std, lam, complex_image, floor)

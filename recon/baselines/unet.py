@@ -42,6 +42,10 @@ from recon.data.io import center_crop
 from solvers.posterior import Posterior
 
 UNET_FORMAT = 1
+#: line-bootstrap replicates of the MRI baseline and the probability that a sampled non-centre line stays in one
+#: (8 x 0.75: chosen on validation data, benchmarks/RESULTS.md "A calibrated interval for the U-Net")
+REPLICATES = 8
+KEEP = 0.75
 UNET_KIND = "fastmri-unet"
 TASKS = ("brain-mri", "head-ct")
 
@@ -182,16 +186,26 @@ def _net(model: TrainedUnet | Unet) -> tuple[Unet, str]:
 # reconstructions
 # ---------------------------------------------------------------------------
 @torch.no_grad()
-def unet_mri(kspace: torch.Tensor, model: TrainedUnet | Unet, crop: tuple[int, int] | None = None) -> Posterior:
-    """fastMRI U-Net reconstruction from undersampled multi-coil k-space.
+def unet_mri(kspace: torch.Tensor, model: TrainedUnet | Unet, crop: tuple[int, int] | None = None,
+             replicates: int = 0, keep: float = 0.75, seed: int = 0) -> Posterior:
+    """fastMRI U-Net reconstruction from undersampled multi-coil k-space, with its k-space line bootstrap.
 
     Args:
-        kspace: complex [..., C, H, W] centred k-space, zero where not sampled (the mask already applied).
+        kspace: complex [..., C, H, W] centred k-space, zero where not sampled (the mask already applied; one
+            sampling pattern for all leading dimensions).
         model: a `TrainedUnet` (e.g. ``load_unet("unet-brain-mri")``) or a bare `Unet`.
         crop: reconstruction size (e.g. fastMRI's 320x320); None keeps [H, W].
+        replicates: K > 1 runs the network again on K copies of the data that each withhold a random part of the
+            sampled phase lines (`bootstrap_lines`): ``samples`` holds those K outputs and ``std`` their spread,
+            how much the answer depends on the lines it was given. It is *not* a posterior std; calibrated on
+            validation data (`recon.intervals`) it gives intervals with the same guarantee as the samplers'.
+            0 or 1: no replicates (``std`` None).
+        keep: probability that a sampled line outside the fully sampled centre stays in a replicate.
+        seed: seeds the replicates' line draws.
 
     Returns:
-        `Posterior` with real float32 ``mean`` [..., h, w] (the magnitude estimate of the RSS image).
+        `Posterior` with real float32 ``mean`` [..., h, w] (the magnitude estimate of the RSS image, from all the
+        data), and with replicates ``samples`` [K, ..., h, w] and ``std`` [..., h, w].
     """
     net, task = _net(model)
     if task == "head-ct":
@@ -205,9 +219,43 @@ def unet_mri(kspace: torch.Tensor, model: TrainedUnet | Unet, crop: tuple[int, i
         zf = center_crop(zf, tuple(crop))
     p = next(net.parameters())
     out = mri_unet_image(net, zf.to(p.device)).to(kspace.device)
-    return Posterior(mean=out, std=None, nfe=1, wall_time=time.perf_counter() - t0, method="unet",
-                     hparams={"task": task, "chans": net.chans, "num_pool_layers": net.num_pool_layers,
-                              "crop": None if crop is None else list(crop)})
+    hparams = {"task": task, "chans": net.chans, "num_pool_layers": net.num_pool_layers,
+               "crop": None if crop is None else list(crop)}
+    if replicates <= 1:
+        return Posterior(mean=out, std=None, nfe=1, wall_time=time.perf_counter() - t0, method="unet",
+                         hparams=hparams)
+    lines = bootstrap_lines(kspace.abs().reshape(-1, *kspace.shape[-2:]).sum(0) > 0, replicates, keep, seed)
+    copies = kspace.unsqueeze(0) * lines.to(kspace.device, kspace.real.dtype).reshape(replicates, *[1] * (kspace.dim() - 1), -1)
+    zfs = rss(ifft2c(copies))
+    if crop is not None:
+        zfs = center_crop(zfs, tuple(crop))
+    samples = mri_unet_image(net, zfs.to(p.device)).to(kspace.device)
+    post = Posterior(mean=out, std=samples.std(0), samples=samples, nfe=1 + replicates,
+                     wall_time=time.perf_counter() - t0, method="unet",
+                     hparams={**hparams, "replicates": replicates, "keep": keep, "seed": seed})
+    return post
+
+
+def bootstrap_lines(sampled: torch.Tensor, replicates: int, keep: float, seed: int = 0) -> torch.Tensor:
+    """Phase lines of K replicates of a Cartesian acquisition: bool [K, W] from the sampling pattern bool [H, W].
+
+    Every replicate keeps the fully sampled centre (`operators.espirit.acs_region`: what the U-Net and any
+    calibration rely on) and each other sampled line with probability `keep`, independently (a
+    ``torch.Generator`` seeded with `seed`); unsampled lines stay out.
+    """
+    from operators.espirit import acs_region
+
+    if not 0.0 < keep <= 1.0:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    lines = sampled.bool().any(-2).cpu()
+    width = lines.numel()
+    acs = acs_region(sampled.bool().cpu().numpy())[1]
+    centre = torch.zeros(width, dtype=torch.bool)
+    start = (width - acs + 1) // 2
+    centre[start:start + acs] = True
+    gen = torch.Generator().manual_seed(seed)
+    drawn = torch.rand(replicates, width, generator=gen) < keep
+    return lines & (drawn | centre)
 
 
 @torch.no_grad()
@@ -270,12 +318,14 @@ def unet_mri_init(kspace: torch.Tensor, op, model: TrainedUnet | Unet, cg_iter: 
 # ---------------------------------------------------------------------------
 @register("unet", modality="mri", needs=("net", "crop"))
 def unet_mri_reconstruction(A: MultiCoilMRI, y: torch.Tensor, net: TrainedUnet | Unet,
-                            crop: tuple[int, int] | None = None) -> Posterior:
-    """`unet_mri` as a baseline: real magnitude ``mean`` [..., rH, rW] from k-space ``y`` [..., C, H, W].
+                            crop: tuple[int, int] | None = None, replicates: int = REPLICATES,
+                            keep: float = KEEP) -> Posterior:
+    """`unet_mri` as a baseline: real magnitude ``mean`` [..., rH, rW] from k-space ``y`` [..., C, H, W], with
+    `replicates` line-bootstrap outputs as ``samples`` and their ``std`` (for the calibrated interval).
 
     ``A`` is not used: the network sees the zero-filled RSS image of ``y`` alone (fastMRI's convention).
     """
-    return unet_mri(y, net, crop=crop)
+    return unet_mri(y, net, crop=crop, replicates=replicates, keep=keep)
 
 
 @register("unet", modality="ct", needs=("net", "unit"))

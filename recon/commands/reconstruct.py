@@ -277,8 +277,8 @@ class SettingsCache:
     def _load(self, modality: str) -> MethodConfig:
         a, cfg = self.args, self.cfg
         prior = table = None
+        name = a.prior or DEFAULT_PRIOR[modality]
         if any(m in POSTERIOR_METHODS for m in cfg.solvers):
-            name = a.prior or DEFAULT_PRIOR[modality]
             try:
                 prior = load_prior(name, a.prior_family, a.prior_config, cfg.device)
                 table = load_table(name)
@@ -288,6 +288,11 @@ class SettingsCache:
             if prior.info.value_kind != want:
                 raise UsageError(f"prior '{prior.info.name}' is {prior.info.value_kind}-valued; "
                                  f"{modality.upper()} data need a {want}-valued prior")
+        elif modality == "mri" and "unet" in cfg.solvers:  # the U-Net's interval is calibrated in the prior's table
+            try:
+                table = load_table(name)
+            except (ValueError, OSError) as e:
+                raise UsageError(f"interval table of '{name}': {e}") from None
         unet = None
         if uses_unet(cfg.solvers, cfg.hparams):
             from recon.baselines.unet import load_unet

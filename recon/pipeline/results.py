@@ -216,9 +216,11 @@ def _write_exports(out_dir: Path, cfg: ReconstructConfig, result: VolumeResult, 
             export_dicom(out_dir / f"{result.name}_std_dicom", std, f"{primary} posterior std", modality)
 
 
-def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_sha256: str | None = None) -> None:
+def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_sha256: str | None = None,
+                  unet_sha256: str | None = None) -> None:
     """95% intervals (`recon.intervals`) for every method with a std, calibrated by the prior's table (an entry
-    fitted with other weights than `prior_sha256` is flagged uncalibrated)."""
+    fitted with other weights than `prior_sha256`, or for the U-Net's line-bootstrap spread, than `unet_sha256`,
+    is flagged uncalibrated)."""
     from recon import intervals
     from recon.methods import typicality_sigmas
 
@@ -229,7 +231,8 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
         mean, std = np.stack(r.means) + shift, np.stack(r.stds)
         rel = float(np.median(intervals.relative_std(mean, std)))
         rule = result.info.get("magnitude", {}).get("rule") if result.modality == "mri" else None
-        sampler = intervals.sampler_settings(r.nfe, r.hparams, rule, prior_sha256) if r.hparams else None
+        weights = {"unet_sha256": unet_sha256} if m == "unet" else {"prior_sha256": prior_sha256}
+        sampler = intervals.sampler_settings(r.nfe, r.hparams, rule, **weights) if r.hparams else None
         band = intervals.ct_band(result.info) if result.modality == "ct" else None
         fit = float(np.median(r.fits)) if r.fits else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
@@ -244,10 +247,11 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
                 f"limit on its validation images): the data may be unlike the images it was trained and calibrated "
                 f"on ({record['data']}); the interval is flagged uncalibrated and a classical method may do better "
                 f"here (compare with --solver {m},l1-wavelet,tv)")
-        lower, upper = intervals.interval(mean, std, lam, magnitude=result.modality == "mri")
+        floor = record["floor"]
+        lower, upper = intervals.interval(mean, std, lam, magnitude=result.modality == "mri", floor=floor)
         record["relative_std"] = rel
         if result.reference is not None:
             ref = result.reference[result.rows(r.slices)] + shift
-            record["coverage_95"] = intervals.coverage(mean, std, ref, lam)
+            record["coverage_95"] = intervals.coverage(mean, std, ref, lam, floor)
         record["mean_interval_width"] = float((upper - lower)[intervals.object_mask(mean)].mean())
         result.intervals[m] = (lower - shift, upper - shift, record)

@@ -124,6 +124,73 @@ def test_choose_lambda_falls_back_and_says_so(tmp_path):
     assert not rec["calibrated"]
 
 
+def test_an_entry_keeps_the_floor_it_was_fitted_with(tmp_path):
+    """The U-Net's line-bootstrap spread is fitted with its own floor (`METHOD_FLOORS`): the entry records it, the
+    lookup returns it with lambda, and an entry written before floors were recorded reads as the samplers' 0.1."""
+    rng = np.random.default_rng(3)
+    mean, std, truth = _images(rng, 300)
+    floor = iv.method_floor("unet")
+    assert floor != iv.method_floor("dds") == 0.1
+    entry = iv.fit_entry("unet", "mri", "R>5", mean[:100], std[:100], truth[:100])
+    assert entry.floor == floor
+    # held-out coverage with the recorded floor meets the level; lambda with the other floor does not fit
+    assert 0.945 <= iv.coverage(mean[100:], std[100:], truth[100:], entry.lam, floor) <= 0.97
+    assert iv.coverage(mean[100:], std[100:], truth[100:], entry.lam, 0.1) < 0.93
+    iv.CalibrationTable("p", [entry]).save(tmp_path / "t.json")
+    lam, rec = iv.choose_lambda(iv.CalibrationTable.load(tmp_path / "t.json"), "unet", "mri", 8.0)
+    assert rec["calibrated"] and (lam, rec["floor"]) == (entry.lam, floor)
+    old = {k: v for k, v in dataclasses.asdict(entry).items() if k != "floor"}
+    assert iv.CalibrationEntry(**{**old, "method": "dds"}).floor == 0.1
+    assert iv.choose_lambda(None, "unet", "mri", 8.0)[1]["floor"] == floor     # the fallback keeps the method's
+
+
+def test_reconstruct_writes_the_unet_interval_with_its_floor(tmp_path):
+    """`recon reconstruct --solver unet`: the line-bootstrap std and a 95% interval with the U-Net's floor, whose
+    entry is looked up with the U-Net's weights (not the prior's)."""
+    import h5py
+
+    from priors.networks.fastmri_unet import Unet
+    from recon.methods import MethodConfig
+    from recon.pipeline.run import reconstruct_file
+    from recon.pipeline.volume import ReconstructConfig
+    from recon.problems.mri import MaskSpec
+
+    torch.manual_seed(0)
+    net = Unet(1, 1, chans=4, num_pool_layers=2).eval()
+    src = _phantom_file(tmp_path / "p.h5")
+    sampler = iv.sampler_settings(9, {"task": "unknown", "chans": 4, "num_pool_layers": 2, "replicates": 8,
+                                      "keep": 0.75}, "rss", unet_sha256="u" * 64)
+    table = iv.CalibrationTable("g", [iv.CalibrationEntry("unet", "mri", "R<=5", 3.0, 0.05, "crc", 40,
+                                                          sampler=sampler, floor=iv.method_floor("unet"))])
+    cfg = ReconstructConfig(solvers=["unet"], mask=MaskSpec("random", 3, 0.2, 0), quiet=True,
+                            weights={"mri": {"prior": "gaussian", "prior_sha256": "p" * 64, "unet_sha256": "u" * 64}})
+    s = reconstruct_file(src, cfg, lambda m: MethodConfig(unet=net, progress=False, intervals=table), tmp_path / "o")
+    rec = s["solvers"]["unet"]["interval"]
+    assert rec["calibrated"] and rec["floor"] == iv.method_floor("unet") and rec["lambda"] == 3.0
+    with h5py.File(tmp_path / "o" / "p.h5") as f:
+        mean, std, hi = (f[f"solvers/unet/{k}"][()] for k in ("mean", "std", "upper_95"))
+    assert float(std.max()) > 0
+    assert np.allclose(hi - mean, 3.0 * iv.widened_std(mean, std, iv.method_floor("unet")), rtol=1e-4, atol=1e-7)
+    assert "prior_fit" not in rec                       # replicates are not posterior samples: no typicality score
+
+
+def test_the_command_line_finds_the_unet_entry_without_a_posterior_method(tmp_path):
+    """`recon reconstruct --solver unet` loads no prior, but the U-Net's interval entry lives in the prior's table:
+    the run must use it (here flagged or not by the data checks, but with the entry's lambda and floor)."""
+    import json
+
+    from recon.cli import main
+
+    entry = iv.load_table("brain-mri-complex").lookup("unet", "mri", 3.0)
+    if entry is None:
+        pytest.skip("no U-Net entry in the bundled table")
+    src = _phantom_file(tmp_path / "p.h5")
+    assert main(["reconstruct", str(src), "--solver", "unet", "--mask", "random", "--accel", "3",
+                 "--center-fraction", "0.2", "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    rec = json.loads((tmp_path / "o" / "p.json").read_text())["solvers"]["unet"]["interval"]
+    assert (rec["lambda"], rec["floor"]) == (entry.lam, entry.floor) and "no calibration table" not in rec.get("reason", "")
+
+
 def test_table_put_replaces_the_same_method_and_band_only():
     table = iv.CalibrationTable("p", [iv.CalibrationEntry("dds", "mri", "R<=5", 3.0, 0.05, "crc", 40),
                                       iv.CalibrationEntry("dds", "mri", "R>5", 3.5, 0.05, "crc", 40)])
@@ -218,6 +285,13 @@ def test_the_bundled_tables_are_crc_fits_on_validation_slices(prior, modality, s
         assert e.validation_coverage >= 1 - certified
         assert split in e.data                                    # validation data only
         assert iv.gaussian_lambda(e.alpha) < e.lam < 10          # wider than the Gaussian rule, still finite
+        assert e.floor == iv.method_floor(e.method)
+        if e.method == "unet":  # the line bootstrap's defaults and the bundled U-Net's weights
+            from recon.baselines import unet as unet_base
+            assert (e.sampler["replicates"], e.sampler["keep"]) == (unet_base.REPLICATES, unet_base.KEEP)
+            assert e.sampler["nfe"] == 1 + unet_base.REPLICATES and e.sampler["magnitude"] == "rss"
+            assert e.sampler["unet_sha256"] == weights_sha256("unet-brain-mri")
+            continue
         # fitted with `recon reconstruct` defaults: a changed default means the entry must be refitted
         assert e.sampler is not None and e.sampler["n_samples"] == 8
         assert e.sampler["nfe"] == solvers.get_method(e.method).default_nfe

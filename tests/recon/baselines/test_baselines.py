@@ -179,7 +179,9 @@ def test_every_registered_baseline_runs_through_run_method(modality):
     settings = MethodConfig(unet=_tiny_unet(), progress=False, hparams=_QUICK[modality])
     for name in baseline_names(modality):
         post = run_method(name, problem, settings)
-        assert post.std is None and post.wall_time > 0, name
+        # one estimate each, except the MRI U-Net, whose line-bootstrap replicates give its interval a spread
+        spread = name == "unet" and modality == "mri"
+        assert (post.std is not None) == spread and post.wall_time > 0, name
         assert post.mean.shape[-2:] == (problem.crop if name == "unet" and modality == "mri" else (32, 32)), name
 
 

@@ -95,6 +95,43 @@ def test_unet_mri_uses_the_zero_filled_rss_and_crops():
     assert torch.allclose(post.mean, expect, atol=1e-6)
 
 
+def test_bootstrap_lines_keep_the_centre_and_draw_the_rest_at_the_keep_rate():
+    from recon.baselines.unet import bootstrap_lines
+
+    lines = torch.zeros(200, dtype=torch.bool)
+    lines[::3] = True
+    lines[92:108] = True                                   # a 16-line fully sampled centre
+    sampled = lines.expand(10, 200)
+    reps = bootstrap_lines(sampled, 400, 0.75, seed=1)
+    assert reps.shape == (400, 200)
+    assert not reps[:, ~lines].any()                       # never a line that was not acquired
+    assert reps[:, 92:108].all()                           # the centre in every replicate
+    outer = lines.clone()
+    outer[92:108] = False
+    rate = float(reps[:, outer].float().mean())            # 60 outer lines x 400 replicates: std of the rate 0.003
+    assert abs(rate - 0.75) < 0.015, rate
+    assert bootstrap_lines(sampled, 3, 1.0).eq(lines).all()
+    with pytest.raises(ValueError, match="keep"):
+        bootstrap_lines(sampled, 3, 0.0)
+
+
+def test_unet_mri_replicates_spread_only_where_lines_are_withheld():
+    net = _net()
+    mask = torch.zeros(36)
+    mask[::2] = 1
+    mask[16:20] = 1
+    k = torch.randn(4, 40, 36, dtype=torch.complex64, generator=torch.Generator().manual_seed(5)) * mask
+    plain = unet_mri(k, net)
+    post = unet_mri(k, net, replicates=6, keep=0.5, seed=2)
+    # the estimate uses all the data; the replicates only add the spread
+    assert torch.allclose(post.mean, plain.mean) and post.samples.shape == (6, 40, 36)
+    assert torch.allclose(post.std, post.samples.std(0)) and float(post.std.mean()) > 1e-3
+    assert post.nfe == 7 and post.hparams["replicates"] == 6 and post.hparams["keep"] == 0.5
+    # every line kept: each replicate is the plain input, so the spread is 0 (float32 round-off)
+    full = unet_mri(k, net, replicates=3, keep=1.0)
+    assert float(full.std.max()) < 1e-5 and torch.allclose(full.samples[0], plain.mean, atol=1e-5)
+
+
 def test_unet_mri_init_has_the_unet_magnitude_and_the_cg_sense_phase():
     from operators.linalg import conjugate_gradient
     from operators.mri import MultiCoilMRI
