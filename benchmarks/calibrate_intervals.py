@@ -219,7 +219,8 @@ def fit_and_test(table: iv.CalibrationTable, method: str, modality: str, band: s
         return None
     mean, std, ref, sampler = collect(val_out, method)
     try:
-        entry = iv.fit_entry(method, modality, band, mean, std, ref, data=data, sampler=sampler)
+        entry = iv.fit_entry(method, modality, band, mean, std, ref, data=data, sampler=sampler,
+                             sampling="random" if modality == "mri" else None)
     except ValueError as e:  # no lambda on the grid reaches the level
         print(f"skipped: {e}", flush=True)
         return None

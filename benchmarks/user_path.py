@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--variant expects LABEL=FOLDER")
     variants = dict(v.split("=", 1) for v in a.variant)
     columns = [*methods, *variants]
-    versus = [m for m in ("l1-wavelet", "tv", "unet") if m in methods]  # dds - each, where both ran
+    versus = [m for m in ("l1-wavelet", "tv", "unet") if m in methods and "dds" in methods]  # dds - each, where both ran
     head = "| setting | " + " | ".join(columns) + "".join(f" | dds - {m}" for m in versus) + " | files |"
     rule = "|---|" + "---|" * (len(columns) + len(versus) + 1)
     full, obj = [head, rule], [head, rule]
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         "the background of `reconstruction_rss` is the RSS of the coils' noise, which a network trained on such "
         "targets reproduces and the image-estimate methods predict with `--magnitude rss`, the default):", "",
         *obj, "",
-        "The 95% intervals of the posterior methods (`lower_95`, `upper_95` in each output file): coverage of "
+        "The 95% intervals (`lower_95`, `upper_95` in each output file): coverage of "
         f"the object pixels (reference >= {OBJECT_LEVEL:g} of its slice max) against the reference, mean width "
         "(image units), and "
         "how many files' JSON called the interval calibrated (the table's data and settings match) rather than "

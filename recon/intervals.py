@@ -191,6 +191,8 @@ class CalibrationEntry:
     typicality: dict[str, Any] | None = None    # {"max", "level", "n_images", "sigmas", "data"}: `typicality_threshold`;
     #                                             optional "masks": {mask kind: the same keys, fitted with that mask}
     floor: float = posterior.INTERVAL_FLOOR     # the interval floor lambda was fitted with (`method_floor`)
+    sampling: str | None = None                 # the calibration runs' mask kind ("random"); binding for entries
+    #                                             without a typicality test (the U-Net's), see `choose_lambda`
 
     def guarantee(self) -> str:
         """The guarantee in words: the expected fraction of uncovered object pixels it bounds."""
@@ -305,11 +307,11 @@ def settings_mismatch(method: str, fitted: dict[str, Any], run: dict[str, Any]) 
 
 def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.ndarray, reference: np.ndarray,
               alpha: float = 0.05, delta: float = 0.1, data: str = "",
-              sampler: dict[str, Any] | None = None) -> CalibrationEntry:
+              sampler: dict[str, Any] | None = None, sampling: str | None = None) -> CalibrationEntry:
     """Fit lambda on calibration slices (display-unit mean/std/reference [S, H, W]) made with the sampler
     settings `sampler` (`sampler_settings`), by conformal risk control at `alpha`, or at `SMALL_SET_ALPHA` when
     there are too few slices for `alpha` (`crc_feasible`; the entry records it as ``certified_alpha``), with the
-    method's interval floor (`method_floor`, recorded in the entry)."""
+    method's interval floor (`method_floor`, recorded in the entry); `sampling` is the runs' mask kind."""
     floor = method_floor(method)
     loss = losses(mean, std, reference, floor=floor)
     n = loss.shape[0]
@@ -322,7 +324,7 @@ def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.n
     return CalibrationEntry(method, modality, band, lam, alpha, "crc", n,
                             rcps_lambda(loss, alpha, delta), delta, coverage(mean, std, reference, lam, floor), data,
                             (float(np.percentile(rel, 5)), float(np.percentile(rel, 95))), sampler,
-                            None if level == alpha else level, floor=floor)
+                            None if level == alpha else level, floor=floor, sampling=sampling)
 
 
 def typicality_threshold(values: np.ndarray, level: float = 0.05) -> float:
@@ -374,7 +376,9 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     entry's threshold and verdict; both None without a threshold). `score_sigmas` are the levels the score was
     taken at (`recon.methods.typicality_sigmas`): a threshold fitted at other levels does not apply, and the
     interval is flagged uncalibrated. An entry may hold thresholds per sampling-mask kind (``typicality["masks"]``,
-    fitted on validation runs with that mask); the run's `mask` kind picks one, else the entry's own applies.
+    fitted on validation runs with that mask); the run's `mask` kind picks one, else the entry's own applies. An
+    entry without a typicality test (the U-Net's line bootstrap: no prior scores its images) holds only for the mask
+    kind it was fitted with (``sampling``): a run with another kind is flagged uncalibrated.
     """
     band = band or setting_band(modality, acceleration)
     entry = table.lookup(method, modality, acceleration, band) if table else None
@@ -399,6 +403,9 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
                        "the calibration set")
         if untested:
             why.append(untested)
+        if not entry.typicality and entry.sampling and mask and mask != entry.sampling:
+            why.append(f"{mask} sampling, the calibration's was {entry.sampling} (no typicality test covers the "
+                       "difference): data unlike the calibration set")
         diff = settings_mismatch(method, entry.sampler, sampler) if entry.sampler and sampler else {}
         if diff:
             why.append("sampler settings unlike the calibration's (" + ", ".join(

@@ -174,6 +174,22 @@ def test_reconstruct_writes_the_unet_interval_with_its_floor(tmp_path):
     assert "prior_fit" not in rec                       # replicates are not posterior samples: no typicality score
 
 
+def test_an_entry_without_a_typicality_test_holds_only_for_its_mask_kind():
+    """The U-Net's entry has no prior to score its images, so a run with another sampling-mask kind than the
+    calibration's (equispaced against random: the U-Net's errors follow the mask) is flagged; entries with a
+    typicality test leave the mask kind to it (thresholds per kind)."""
+    unet = iv.CalibrationEntry("unet", "mri", "R<=5", 2.4, 0.05, "crc", 40, floor=3.0, sampling="random")
+    table = iv.CalibrationTable("p", [unet])
+    assert iv.choose_lambda(table, "unet", "mri", 4.0, mask="random")[1]["calibrated"]
+    lam, rec = iv.choose_lambda(table, "unet", "mri", 4.0, mask="equispaced")
+    assert lam == 2.4 and not rec["calibrated"] and "equispaced sampling, the calibration's was random" in rec["reason"]
+    typical = {"max": 1.0, "level": 0.05, "n_images": 20, "sigmas": [0.02, 0.05], "data": ""}
+    dds = dataclasses.replace(unet, method="dds", floor=0.1, typicality=typical)
+    lam, rec = iv.choose_lambda(iv.CalibrationTable("p", [dds]), "dds", "mri", 4.0, score_norm=0.5,
+                                score_sigmas=[0.02, 0.05], mask="equispaced")
+    assert rec["calibrated"] and rec["prior_fit"]["typical"]
+
+
 def test_the_command_line_finds_the_unet_entry_without_a_posterior_method(tmp_path):
     """`recon reconstruct --solver unet` loads no prior, but the U-Net's interval entry lives in the prior's table:
     the run must use it (here flagged or not by the data checks, but with the entry's lambda and floor)."""
