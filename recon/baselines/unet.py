@@ -261,7 +261,7 @@ def bootstrap_lines(sampled: torch.Tensor, replicates: int, keep: float, seed: i
     start = (width - acs + 1) // 2
     centre[start:start + acs] = True
     gen = torch.Generator().manual_seed(seed)
-    drawn = torch.rand(replicates, width, generator=gen) < keep
+    drawn = torch.rand(replicates, width, generator=gen, device="cpu") < keep
     return lines & (drawn | centre)
 
 
