@@ -24,24 +24,10 @@ import numpy as np
 
 from benchmarks.calibrate_intervals import collect, patch_spearman
 from benchmarks.common import write_report
-from benchmarks.user_path import reconstruct
+from benchmarks.user_path import make_files, reconstruct
 from recon import intervals as iv
 
 MISS = 0.025  # mean miss rate CRC at alpha 0.05 allows on 40 images: (0.05 * 41 - 1) / 40
-
-
-def make_selection_files(folder: Path, subjects: list[int], n_slices: int) -> list[Path]:
-    """fastMRI-like files (`recon.data.simulate.fastmri_like`) with `n_slices` evenly spaced slices, written once."""
-    from recon.data.simulate.fastmri_like import FastMRILikeSpec, write_volume
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for s in subjects:
-        p = folder / f"brainweb{s:02d}_t1w_{n_slices}sl.h5"
-        if not p.exists():
-            write_volume(p, s, FastMRILikeSpec(n_slices=n_slices))
-        paths.append(p)
-    return paths
 
 
 def width_at_miss(mean: np.ndarray, std: np.ndarray, ref: np.ndarray, floor: float) -> tuple[float, float, float]:
@@ -67,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", type=Path, default=Path("benchmarks/results/unet_spread.md"))
     a = ap.parse_args(argv)
 
-    files = make_selection_files(a.data, a.subjects, a.slices)
+    files = make_files(a.data, a.subjects, a.slices)
     inner = ["--slices", f"1:{a.slices - 1}"]
     rows, mean_width = [], {}
     for keep in a.keeps:
