@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from recon import intervals as iv
+from recon.methods import POSTERIOR_METHODS
 from recon.problems.mri import rss_from_magnitude
 from benchmarks.common import write_report
 from benchmarks.user_path import make_files, reconstruct
@@ -81,16 +82,35 @@ def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndar
                                     **{key: record.get("weights", {}).get(key)}))
 
 
+def run_statistics(out: Path, method: str) -> np.ndarray:
+    """Per slice, the typicality statistic the pipeline recorded for `method` (``interval.prior_fit.per_slice``:
+    the U-Net's data misfit) over the outputs in `out`."""
+    values = []
+    for j in sorted(out.rglob("*.json")):
+        fit = json.loads(j.read_text())["solvers"][method]["interval"].get("prior_fit")
+        if fit is None:
+            raise ValueError(f"{j}: {method} recorded no typicality statistic (rerun these outputs)")
+        values += fit["per_slice"]
+    return np.asarray(values, dtype=np.float64)
+
+
+def coil_count(record: dict) -> int:
+    """The coil count of an MRI output: recorded (``coils``), or read off its source file (outputs written before
+    the record had it)."""
+    if "coils" in record:
+        return int(record["coils"])
+    with h5py.File(record["source"]["path"]) as src:
+        return int(src["kspace"].shape[1])
+
+
 def as_rss(mean: np.ndarray, record: dict, slices: list[int]) -> np.ndarray:
     """A posterior method's means [S, H, W] of one MRI output under the default magnitude rule ("rss"): as
     written when the output used it (and CT outputs as they are), else ``rss_from_magnitude`` of |x| with
     each slice's recorded noise std and the source file's coil count."""
     if record["modality"] != "mri" or record.get("magnitude", {}).get("rule", "image") == "rss":
         return mean
-    with h5py.File(record["source"]["path"]) as src:
-        n_coils = src["kspace"].shape[1]
     std = {n["slice"]: n["noise_std"] for n in record["noise"]}
-    return rss_from_magnitude(mean, np.array([std[s] for s in slices])[:, None, None], n_coils)
+    return rss_from_magnitude(mean, np.array([std[s] for s in slices])[:, None, None], coil_count(record))
 
 
 def patch_spearman(width: np.ndarray, err: np.ndarray, ref: np.ndarray, size: int = 8) -> float:
@@ -218,12 +238,19 @@ def fit_and_test(table: iv.CalibrationTable, method: str, modality: str, band: s
         print(f"skipped: {method} {setting}: no outputs in {val_out} or {test_out}", flush=True)
         return None
     mean, std, ref, sampler = collect(val_out, method)
+    own = modality == "mri" and method not in POSTERIOR_METHODS  # the U-Net: no prior scores its runs
     try:
         entry = iv.fit_entry(method, modality, band, mean, std, ref, data=data, sampler=sampler,
-                             sampling="random" if modality == "mri" else None)
+                             sampling="random" if own else None,
+                             coils=coil_count(json.loads(next(val_out.rglob("*.json")).read_text())) if own else None)
     except ValueError as e:  # no lambda on the grid reaches the level
         print(f"skipped: {e}", flush=True)
         return None
+    if own:
+        values = run_statistics(val_out, method)
+        entry.typicality = {"max": round(iv.typicality_threshold(values), 4), "level": 0.05, "n_images": len(values),
+                            "sigmas": [], "data": data, "statistic": "data misfit",
+                            "range": [round(float(values.min()), 4), round(float(values.max()), 4)]}
     table.put(entry)
     tm, ts, tr, _ = collect(test_out, method)
     g, floor = iv.gaussian_lambda(0.05), entry.floor

@@ -191,8 +191,8 @@ class CalibrationEntry:
     typicality: dict[str, Any] | None = None    # {"max", "level", "n_images", "sigmas", "data"}: `typicality_threshold`;
     #                                             optional "masks": {mask kind: the same keys, fitted with that mask}
     floor: float = posterior.INTERVAL_FLOOR     # the interval floor lambda was fitted with (`method_floor`)
-    sampling: str | None = None                 # the calibration runs' mask kind ("random"); binding for entries
-    #                                             without a typicality test (the U-Net's), see `choose_lambda`
+    sampling: str | None = None                 # the calibration runs' mask kind ("random") and coil count, recorded
+    coils: int | None = None                    # (and binding) where no prior scores the runs (the U-Net's entries)
 
     def guarantee(self) -> str:
         """The guarantee in words: the expected fraction of uncovered object pixels it bounds."""
@@ -307,11 +307,13 @@ def settings_mismatch(method: str, fitted: dict[str, Any], run: dict[str, Any]) 
 
 def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.ndarray, reference: np.ndarray,
               alpha: float = 0.05, delta: float = 0.1, data: str = "",
-              sampler: dict[str, Any] | None = None, sampling: str | None = None) -> CalibrationEntry:
+              sampler: dict[str, Any] | None = None, sampling: str | None = None,
+              coils: int | None = None) -> CalibrationEntry:
     """Fit lambda on calibration slices (display-unit mean/std/reference [S, H, W]) made with the sampler
     settings `sampler` (`sampler_settings`), by conformal risk control at `alpha`, or at `SMALL_SET_ALPHA` when
     there are too few slices for `alpha` (`crc_feasible`; the entry records it as ``certified_alpha``), with the
-    method's interval floor (`method_floor`, recorded in the entry); `sampling` is the runs' mask kind."""
+    method's interval floor (`method_floor`, recorded in the entry); `sampling` and `coils` are the runs' mask kind
+    and coil count."""
     floor = method_floor(method)
     loss = losses(mean, std, reference, floor=floor)
     n = loss.shape[0]
@@ -324,7 +326,7 @@ def fit_entry(method: str, modality: str, band: str, mean: np.ndarray, std: np.n
     return CalibrationEntry(method, modality, band, lam, alpha, "crc", n,
                             rcps_lambda(loss, alpha, delta), delta, coverage(mean, std, reference, lam, floor), data,
                             (float(np.percentile(rel, 5)), float(np.percentile(rel, 95))), sampler,
-                            None if level == alpha else level, floor=floor, sampling=sampling)
+                            None if level == alpha else level, floor=floor, sampling=sampling, coils=coils)
 
 
 def typicality_threshold(values: np.ndarray, level: float = 0.05) -> float:
@@ -360,7 +362,8 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
                   alpha: float = 0.05, rel_std: float | None = None,
                   sampler: dict[str, Any] | None = None, band: str | None = None,
                   score_norm: float | None = None,
-                  score_sigmas: Sequence[float] | None = None, mask: str | None = None) -> tuple[float, dict[str, Any]]:
+                  score_sigmas: Sequence[float] | None = None, mask: str | None = None,
+                  coils: int | None = None) -> tuple[float, dict[str, Any]]:
     """Lambda for a reconstruction and a record of where it came from (`band`: the setting's band where the
     acceleration does not give it, CT's `ct_band`); the record's ``floor`` is the interval floor to use with it
     (the entry's, else `method_floor`).
@@ -376,9 +379,11 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
     entry's threshold and verdict; both None without a threshold). `score_sigmas` are the levels the score was
     taken at (`recon.methods.typicality_sigmas`): a threshold fitted at other levels does not apply, and the
     interval is flagged uncalibrated. An entry may hold thresholds per sampling-mask kind (``typicality["masks"]``,
-    fitted on validation runs with that mask); the run's `mask` kind picks one, else the entry's own applies. An
-    entry without a typicality test (the U-Net's line bootstrap: no prior scores its images) holds only for the mask
-    kind it was fitted with (``sampling``): a run with another kind is flagged uncalibrated.
+    fitted on validation runs with that mask); the run's `mask` kind picks one, else the entry's own applies. The
+    U-Net's entries test its own statistic instead (``typicality["statistic"]`` "data misfit",
+    `recon.baselines.unet.data_misfit`, passed as `score_norm`) and, since no prior scores its images, hold only for
+    the acquisition they record (``sampling``: the mask kind; ``coils``: the run's `coils`, the U-Net's input is
+    their RSS): a run with another is flagged uncalibrated.
     """
     band = band or setting_band(modality, acceleration)
     entry = table.lookup(method, modality, acceleration, band) if table else None
@@ -398,13 +403,18 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
             why.append(f"relative std {rel_std:.4f} is outside the calibration data's [{lo_hi[0]:.4f}, "
                        f"{lo_hi[1]:.4f}] (x0.5..x2): data unlike the calibration set")
         if fit and fit["prior_fit"]["typical"] is False:
-            why.append(f"the prior describes these images worse than {1 - typical['level']:.0%} of its validation "
-                       f"images of this setting (score norm {score_norm:.3f} > {typical['max']:.3f}): data unlike "
-                       "the calibration set")
+            statistic = typical.get("statistic", "score norm")
+            what = ("the U-Net's image fits the acquired data worse than in" if statistic == "data misfit"
+                    else "the prior describes these images worse than")
+            why.append(f"{what} {1 - typical['level']:.0%} of its validation images of this setting ({statistic} "
+                       f"{score_norm:.3f} > {typical['max']:.3f}): data unlike the calibration set")
         if untested:
             why.append(untested)
-        if not entry.typicality and entry.sampling and mask and mask != entry.sampling:
-            why.append(f"{mask} sampling, the calibration's was {entry.sampling} (no typicality test covers the "
+        if entry.sampling and mask and mask != entry.sampling:
+            why.append(f"{mask} sampling, the calibration's was {entry.sampling} (no prior-based test covers the "
+                       "difference): data unlike the calibration set")
+        if entry.coils and coils and coils != entry.coils:
+            why.append(f"{coils} coils, the calibration's had {entry.coils} (no prior-based test covers the "
                        "difference): data unlike the calibration set")
         diff = settings_mismatch(method, entry.sampler, sampler) if entry.sampler and sampler else {}
         if diff:

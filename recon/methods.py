@@ -108,7 +108,7 @@ def _sample(name: str, problem: MRIProblem | CTProblem, settings: MethodConfig) 
 #: image and keep some of its aliasing, which the denoiser removes at 0.05 from brain images as much as from others;
 #: at 0.01 alone its validation scores separate brain from chest/abdomen at 4x and 8x, at 0.02 or 0.05 they do not
 #: (benchmarks/RESULTS.md, "ccdf's typicality level").
-TYPICALITY_SIGMAS: dict[str, tuple[float, ...]] = {"ccdf": (0.01,)}
+TYPICALITY_SIGMAS: dict[str, tuple[float, ...]] = {"ccdf": (0.01,), "unet": ()}  # the U-Net: no levels (data misfit)
 
 
 def typicality_sigmas(method: str) -> tuple[float, ...]:
@@ -126,8 +126,11 @@ def sample_scores(post: Posterior, prior: Prior) -> torch.Tensor:
 
 
 def prior_fit(post: Posterior, settings: MethodConfig) -> float | None:
-    """How well the prior describes the posterior's samples: the median of `sample_scores`; None for a method
-    without samples or prior, or that is not a posterior sampler (the U-Net's line-bootstrap replicates)."""
+    """The run's typicality statistic: the method's own where it computes one (``post.fit``: the U-Net's data
+    misfit), else how well the prior describes the posterior's samples (the median of `sample_scores`); None for
+    a method without samples or prior, or that is not a posterior sampler."""
+    if post.fit is not None:
+        return post.fit
     if post.samples is None or settings.prior is None or post.method not in POSTERIOR_METHODS:
         return None
     return float(sample_scores(post, settings.prior).median())

@@ -50,6 +50,9 @@ class Posterior:
         network_time: seconds spent inside the prior's network (part of `wall_time`).
         method: the method's name.
         hparams: the hyper-parameters used.
+        fit: a per-run statistic of how typical the data are for the method, where the method computes one itself
+            (the U-Net: `recon.baselines.unet.data_misfit`); the samplers' (the prior's score norm of the samples)
+            is computed by `recon.methods.prior_fit`. None otherwise.
     """
 
     mean: torch.Tensor
@@ -60,6 +63,7 @@ class Posterior:
     network_time: float = 0.0
     method: str = ""
     hparams: dict[str, Any] = field(default_factory=dict)
+    fit: float | None = None
 
     @classmethod
     def from_samples(cls, samples: torch.Tensor, **kw: Any) -> "Posterior":

@@ -194,7 +194,7 @@ def _net(model: TrainedUnet | Unet) -> tuple[Unet, str]:
 # ---------------------------------------------------------------------------
 @torch.no_grad()
 def unet_mri(kspace: torch.Tensor, model: TrainedUnet | Unet, crop: tuple[int, int] | None = None,
-             replicates: int = 0, keep: float = 0.75, seed: int = 0) -> Posterior:
+             replicates: int = 0, keep: float = KEEP, seed: int = 0) -> Posterior:
     """fastMRI U-Net reconstruction from undersampled multi-coil k-space, with its k-space line bootstrap.
 
     Args:
@@ -232,15 +232,14 @@ def unet_mri(kspace: torch.Tensor, model: TrainedUnet | Unet, crop: tuple[int, i
         return Posterior(mean=out, std=None, nfe=1, wall_time=time.perf_counter() - t0, method="unet",
                          hparams=hparams)
     lines = bootstrap_lines(kspace.abs().reshape(-1, *kspace.shape[-2:]).sum(0) > 0, replicates, keep, seed)
-    copies = kspace.unsqueeze(0) * lines.to(kspace.device, kspace.real.dtype).reshape(replicates, *[1] * (kspace.dim() - 1), -1)
-    zfs = rss(ifft2c(copies))
+    kept = lines.to(kspace.device, kspace.real.dtype).reshape(replicates, *[1] * (kspace.dim() - 1), -1)
+    zfs = rss(ifft2c(kspace.unsqueeze(0) * kept))            # [K, ..., H, W]
     if crop is not None:
         zfs = center_crop(zfs, tuple(crop))
     samples = mri_unet_image(net, zfs.to(p.device)).to(kspace.device)
-    post = Posterior(mean=out, std=samples.std(0), samples=samples, nfe=1 + replicates,
+    return Posterior(mean=out, std=samples.std(0), samples=samples, nfe=1 + replicates,
                      wall_time=time.perf_counter() - t0, method="unet",
                      hparams={**hparams, "replicates": replicates, "keep": keep, "seed": seed})
-    return post
 
 
 def bootstrap_lines(sampled: torch.Tensor, replicates: int, keep: float, seed: int = 0) -> torch.Tensor:
@@ -303,21 +302,35 @@ def unet_mri_init(kspace: torch.Tensor, op, model: TrainedUnet | Unet, cg_iter: 
     """A complex initial image for `solvers.ccdf.CCDF` (``init=``) from the magnitude U-Net.
 
     The U-Net estimates the RSS magnitude, which equals ``|x|`` for maps with ``sum_c |S_c|^2 = 1``
-    (ESPIRiT, normalised birdcage); the phase is taken from a short CG-SENSE solve.
+    (ESPIRiT, normalised birdcage); the phase is taken from a short CG-SENSE solve. With M > 1 map sets the
+    magnitude is shared between the sets as the CG-SENSE images share it (``x_m = mag * g_m / rss_m(g)``), so the
+    sets' root-sum-of-squares is the U-Net's magnitude.
 
     Args:
         kspace: complex [..., C, H, W] undersampled k-space (as seen by ``op``).
-        op: the `operators.mri.MultiCoilMRI` of the acquisition (one map set).
+        op: the `operators.mri.MultiCoilMRI` of the acquisition.
         model: the brain U-Net.
         cg_iter: CG iterations for the phase estimate.
 
-    Returns: complex64 [..., H, W] in the data's units.
+    Returns: complex64 [..., (M,) H, W] (``op``'s domain) in the data's units.
     """
     from operators.linalg import conjugate_gradient
 
-    magnitude = unet_mri(kspace, model).mean.clamp_min(0.0)
-    phase = torch.angle(conjugate_gradient(op.normal, op.adjoint(kspace), n_iter=cg_iter, dims=2))
-    return torch.polar(magnitude.to(torch.float32), phase.to(torch.float32)).to(torch.complex64)
+    magnitude = unet_mri(kspace, model).mean.clamp_min(0.0).to(torch.float32)
+    g = conjugate_gradient(op.normal, op.adjoint(kspace), n_iter=cg_iter, dims=2).to(torch.complex64)
+    if op.n_sets == 1:
+        return torch.polar(magnitude, torch.angle(g))
+    return magnitude.unsqueeze(-3) * g / rss(g, dim=-3).unsqueeze(-3).clamp_min(1e-12)
+
+
+@torch.no_grad()
+def data_misfit(kspace: torch.Tensor, op, model: TrainedUnet | Unet) -> float:
+    """How far the U-Net's image is from the acquired data: ``||A x - y|| / ||y||`` for ``x`` = `unet_mri_init`
+    (its magnitude with a CG-SENSE phase) and ``y`` = `kspace` [C, H, W]. On data like its training data the U-Net's
+    image fits the measured lines about as well on every image; a much worse fit says the data are unlike them (the
+    statistic of the U-Net interval's typicality test, `recon.intervals`)."""
+    residual = op.forward(unet_mri_init(kspace, op, model)) - kspace
+    return float(torch.linalg.vector_norm(residual) / torch.linalg.vector_norm(kspace).clamp_min(1e-30))
 
 
 # ---------------------------------------------------------------------------
@@ -330,9 +343,13 @@ def unet_mri_reconstruction(A: MultiCoilMRI, y: torch.Tensor, net: TrainedUnet |
     """`unet_mri` as a baseline: real magnitude ``mean`` [..., rH, rW] from k-space ``y`` [..., C, H, W], with
     `replicates` line-bootstrap outputs as ``samples`` and their ``std`` (for the calibrated interval).
 
-    ``A`` is not used: the network sees the zero-filled RSS image of ``y`` alone (fastMRI's convention).
+    The network sees the zero-filled RSS image of ``y`` alone (fastMRI's convention); ``A`` serves only the
+    replicates' typicality statistic, the U-Net image's `data_misfit` (``fit``).
     """
-    return unet_mri(y, net, crop=crop, replicates=replicates, keep=keep)
+    post = unet_mri(y, net, crop=crop, replicates=replicates, keep=keep)
+    if replicates > 1:
+        post.fit = data_misfit(y, A, net)
+    return post
 
 
 @register("unet", modality="ct", needs=("net", "unit"))

@@ -237,13 +237,16 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
         fit = float(np.median(r.fits)) if r.fits else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
                                               sampler, band, fit, typicality_sigmas(m) if fit is not None else None,
-                                              result.info.get("sampling", result.info.get("mask")))
+                                              result.info.get("sampling", result.info.get("mask")),
+                                              result.info.get("coils"))
         fitted = record.get("prior_fit")
         if fitted:
             fitted["per_slice"] = list(r.fits)
         if fitted and fitted["typical"] is False:
+            what = (f"the U-Net's image fits the acquired data poorly (data misfit {fit:.3f}" if m == "unet" else
+                    f"the prior describes these images poorly (score norm {fit:.3f}")
             result.warnings.append(
-                f"{m}: the prior describes these images poorly (score norm {fit:.3f} > {fitted['threshold']:.3f}, the "
+                f"{m}: {what} > {fitted['threshold']:.3f}, the "
                 f"limit on its validation images): the data may be unlike the images it was trained and calibrated "
                 f"on ({record['data']}); the interval is flagged uncalibrated and a classical method may do better "
                 f"here (compare with --solver {m},l1-wavelet,tv)")

@@ -172,7 +172,7 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> 
     noise_std = float(np.median([n["noise_std"] for n in noise]))
     floor = noise_floor(noise_std, problem.y.shape[-3]) if cfg.magnitude == "rss" else 0.0
     result.info = {"acceleration": round(problem.acceleration, 3), "mask": problem.mask_kind,
-                   "sampling": problem.sampling, "retrospective": problem.retrospective,
+                   "sampling": problem.sampling, "retrospective": problem.retrospective, "coils": problem.y.shape[-3],
                    "mask_request": dataclasses.asdict(cfg.mask) if problem.retrospective else None,
                    "magnitude": {"rule": cfg.magnitude, "noise_floor": floor}, "noise_std": noise_std,
                    "noise": noise, "calibration": getattr(problem, "calibration", None)}

@@ -171,20 +171,26 @@ def test_reconstruct_writes_the_unet_interval_with_its_floor(tmp_path):
         mean, std, hi = (f[f"solvers/unet/{k}"][()] for k in ("mean", "std", "upper_95"))
     assert float(std.max()) > 0
     assert np.allclose(hi - mean, 3.0 * iv.widened_std(mean, std, iv.method_floor("unet")), rtol=1e-4, atol=1e-7)
-    assert "prior_fit" not in rec                       # replicates are not posterior samples: no typicality score
+    # replicates are not posterior samples: the typicality statistic is the U-Net image's data misfit, not a score
+    # norm (no threshold in this entry, so it is recorded and not judged)
+    assert rec["prior_fit"]["threshold"] is None and rec["prior_fit"]["score_norm"] > 0
 
 
-def test_an_entry_without_a_typicality_test_holds_only_for_its_mask_kind():
-    """The U-Net's entry has no prior to score its images, so a run with another sampling-mask kind than the
-    calibration's (equispaced against random: the U-Net's errors follow the mask) is flagged; entries with a
-    typicality test leave the mask kind to it (thresholds per kind)."""
+def test_an_entry_that_records_its_acquisition_holds_only_for_it():
+    """The U-Net's entry has no prior to score its images, so it records the calibration's sampling-mask kind and
+    coil count, and a run with another (equispaced against random: the U-Net's errors follow the mask) is flagged;
+    the samplers' entries record neither and leave the mask kind to their typicality test (thresholds per kind)."""
     unet = iv.CalibrationEntry("unet", "mri", "R<=5", 2.4, 0.05, "crc", 40, floor=3.0, sampling="random")
     table = iv.CalibrationTable("p", [unet])
     assert iv.choose_lambda(table, "unet", "mri", 4.0, mask="random")[1]["calibrated"]
     lam, rec = iv.choose_lambda(table, "unet", "mri", 4.0, mask="equispaced")
     assert lam == 2.4 and not rec["calibrated"] and "equispaced sampling, the calibration's was random" in rec["reason"]
+    table.entries[0] = dataclasses.replace(unet, coils=16)      # and the coil count: the U-Net's input is their RSS
+    assert iv.choose_lambda(table, "unet", "mri", 4.0, mask="random", coils=16)[1]["calibrated"]
+    rec = iv.choose_lambda(table, "unet", "mri", 4.0, mask="random", coils=8)[1]
+    assert not rec["calibrated"] and "8 coils, the calibration's had 16" in rec["reason"]
     typical = {"max": 1.0, "level": 0.05, "n_images": 20, "sigmas": [0.02, 0.05], "data": ""}
-    dds = dataclasses.replace(unet, method="dds", floor=0.1, typicality=typical)
+    dds = dataclasses.replace(unet, method="dds", floor=0.1, typicality=typical, sampling=None)
     lam, rec = iv.choose_lambda(iv.CalibrationTable("p", [dds]), "dds", "mri", 4.0, score_norm=0.5,
                                 score_sigmas=[0.02, 0.05], mask="equispaced")
     assert rec["calibrated"] and rec["prior_fit"]["typical"]
@@ -307,6 +313,9 @@ def test_the_bundled_tables_are_crc_fits_on_validation_slices(prior, modality, s
             assert (e.sampler["replicates"], e.sampler["keep"]) == (unet_base.REPLICATES, unet_base.KEEP)
             assert e.sampler["nfe"] == 1 + unet_base.REPLICATES and e.sampler["magnitude"] == "rss"
             assert e.sampler["unet_sha256"] == weights_sha256("unet-brain-mri")
+            # its typicality test is the data misfit's split-conformal limit over the same validation runs
+            assert e.typicality["statistic"] == "data misfit" and e.typicality["n_images"] == e.n_images
+            assert (e.sampling, e.coils) == ("random", 16)
             continue
         # fitted with `recon reconstruct` defaults: a changed default means the entry must be refitted
         assert e.sampler is not None and e.sampler["n_samples"] == 8

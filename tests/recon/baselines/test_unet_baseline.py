@@ -132,6 +132,30 @@ def test_unet_mri_replicates_spread_only_where_lines_are_withheld():
     assert float(full.std.max()) < 1e-5 and torch.allclose(full.samples[0], plain.mean, atol=1e-5)
 
 
+def test_data_misfit_is_small_for_the_true_magnitude_and_one_for_an_empty_image(monkeypatch):
+    """The U-Net interval's typicality statistic: ``||A x - y|| / ||y||`` of the U-Net's magnitude with a CG-SENSE
+    phase. A network that returned the true magnitude fits noiseless fully sampled data up to the phase estimate's
+    error; one that returned nothing leaves all of y (1 exactly). Two map sets share the magnitude by their RSS."""
+    import recon.baselines.unet as unet_base
+    from operators.mri import MultiCoilMRI
+    from recon.data.simulate.mri import simulate_multicoil
+    from solvers.posterior import Posterior
+
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    image = ((xx**2 + yy**2) < 0.6).float() * (1 + 0.5 * xx) * torch.exp(1j * 0.8 * yy)
+    k, maps, _ = simulate_multicoil(image.to(torch.complex64), 4, noise_std=0.0, seed=5)
+    op = MultiCoilMRI(maps, torch.ones(32))
+    net = _net()
+    monkeypatch.setattr(unet_base, "unet_mri", lambda kspace, model, **kw: Posterior(mean=image.abs()))
+    assert unet_base.data_misfit(k, op, net) < 0.02
+    monkeypatch.setattr(unet_base, "unet_mri", lambda kspace, model, **kw: Posterior(mean=torch.zeros(32, 32)))
+    assert unet_base.data_misfit(k, op, net) == pytest.approx(1.0, abs=1e-6)
+    monkeypatch.setattr(unet_base, "unet_mri", lambda kspace, model, **kw: Posterior(mean=image.abs()))
+    two = MultiCoilMRI(torch.stack([maps, 0.5 * maps]), torch.ones(32))
+    x = unet_base.unet_mri_init(k, two, net, cg_iter=5)
+    assert x.shape == (2, 32, 32) and torch.allclose(x.abs().pow(2).sum(0).sqrt(), image.abs(), atol=1e-5)
+
+
 def test_unet_mri_init_has_the_unet_magnitude_and_the_cg_sense_phase():
     from operators.linalg import conjugate_gradient
     from operators.mri import MultiCoilMRI
