@@ -70,7 +70,7 @@ def collect_file(h5: Path, method: str) -> tuple[np.ndarray, np.ndarray, np.ndar
     (`recon.intervals.interval_shift`), as the pipeline does before intervals and object masks."""
     record = json.loads(h5.with_suffix(".json").read_text())
     shift = iv.interval_shift(record["modality"])
-    key = "unet_sha256" if method == "unet" else "prior_sha256"
+    key = iv.weights_key(method)
     with h5py.File(h5) as f:
         g = f[f"solvers/{method}"]
         slices = json.loads(g.attrs["slices"])

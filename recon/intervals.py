@@ -268,6 +268,17 @@ def load_table(prior_name: str) -> CalibrationTable | None:
 RUN_SPECIFIC = ("seed", "scale", "sigma_y", "n_steps", "crop")  # recorded hyper-parameters that follow the data or the seed
 
 
+def weights_key(method: str) -> str:
+    """The key of a run's `weights` record (and of `sampler_settings`) that names the weights a method's spread
+    depends on: the U-Net's for its line bootstrap, else the prior's."""
+    return "unet_sha256" if method == "unet" else "prior_sha256"
+
+
+def fit_phrase(statistic: str) -> str:
+    """What a typicality statistic judges, for messages: "<phrase> worse than ..." / "<phrase> poorly"."""
+    return "the U-Net's image fits the acquired data" if statistic == "data misfit" else "the prior describes these images"
+
+
 def sampler_settings(nfe: int, hparams: dict[str, Any], magnitude: str | None = None,
                      prior_sha256: str | None = None, unet_sha256: str | None = None) -> dict[str, Any]:
     """What a posterior's spread depends on besides the data: NFE, number of samples and the method's
@@ -392,6 +403,7 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
                                         score_sigmas if score_norm is not None else None)
     fit = {} if score_norm is None else {"prior_fit": {
         "score_norm": score_norm, "threshold": typical["max"] if typical else None,
+        **({"statistic": typical["statistic"]} if typical and "statistic" in typical else {}),  # else the score norm
         "typical": score_norm <= typical["max"] if typical else None,
         **({"sigmas": [float(v) for v in score_sigmas]} if score_sigmas is not None else {})}}
     if matched:
@@ -403,11 +415,10 @@ def choose_lambda(table: CalibrationTable | None, method: str, modality: str, ac
             why.append(f"relative std {rel_std:.4f} is outside the calibration data's [{lo_hi[0]:.4f}, "
                        f"{lo_hi[1]:.4f}] (x0.5..x2): data unlike the calibration set")
         if fit and fit["prior_fit"]["typical"] is False:
-            statistic = typical.get("statistic", "score norm")
-            what = ("the U-Net's image fits the acquired data worse than in" if statistic == "data misfit"
-                    else "the prior describes these images worse than")
-            why.append(f"{what} {1 - typical['level']:.0%} of its validation images of this setting ({statistic} "
-                       f"{score_norm:.3f} > {typical['max']:.3f}): data unlike the calibration set")
+            statistic = fit["prior_fit"].get("statistic", "score norm")
+            why.append(f"{fit_phrase(statistic)} worse than {1 - typical['level']:.0%} of its validation images of "
+                       f"this setting ({statistic} {score_norm:.3f} > {typical['max']:.3f}): data unlike the "
+                       "calibration set")
         if untested:
             why.append(untested)
         if entry.sampling and mask and mask != entry.sampling:

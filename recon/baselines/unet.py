@@ -298,7 +298,8 @@ def unet_ct(sinogram: torch.Tensor, operator, model: TrainedUnet | Unet, unit: f
 
 
 @torch.no_grad()
-def unet_mri_init(kspace: torch.Tensor, op, model: TrainedUnet | Unet, cg_iter: int = 10) -> torch.Tensor:
+def unet_mri_init(kspace: torch.Tensor, op, model: TrainedUnet | Unet, cg_iter: int = 10,
+                  magnitude: torch.Tensor | None = None) -> torch.Tensor:
     """A complex initial image for `solvers.ccdf.CCDF` (``init=``) from the magnitude U-Net.
 
     The U-Net estimates the RSS magnitude, which equals ``|x|`` for maps with ``sum_c |S_c|^2 = 1``
@@ -311,12 +312,15 @@ def unet_mri_init(kspace: torch.Tensor, op, model: TrainedUnet | Unet, cg_iter: 
         op: the `operators.mri.MultiCoilMRI` of the acquisition.
         model: the brain U-Net.
         cg_iter: CG iterations for the phase estimate.
+        magnitude: the U-Net's output [..., H, W] on this k-space where the caller has it (not run again).
 
     Returns: complex64 [..., (M,) H, W] (``op``'s domain) in the data's units.
     """
     from operators.linalg import conjugate_gradient
 
-    magnitude = unet_mri(kspace, model).mean.clamp_min(0.0).to(torch.float32)
+    if magnitude is None:
+        magnitude = unet_mri(kspace, model).mean
+    magnitude = magnitude.clamp_min(0.0).to(torch.float32)
     g = conjugate_gradient(op.normal, op.adjoint(kspace), n_iter=cg_iter, dims=2).to(torch.complex64)
     if op.n_sets == 1:
         return torch.polar(magnitude, torch.angle(g))
@@ -324,12 +328,12 @@ def unet_mri_init(kspace: torch.Tensor, op, model: TrainedUnet | Unet, cg_iter: 
 
 
 @torch.no_grad()
-def data_misfit(kspace: torch.Tensor, op, model: TrainedUnet | Unet) -> float:
+def data_misfit(kspace: torch.Tensor, op, model: TrainedUnet | Unet, magnitude: torch.Tensor | None = None) -> float:
     """How far the U-Net's image is from the acquired data: ``||A x - y|| / ||y||`` for ``x`` = `unet_mri_init`
     (its magnitude with a CG-SENSE phase) and ``y`` = `kspace` [C, H, W]. On data like its training data the U-Net's
     image fits the measured lines about as well on every image; a much worse fit says the data are unlike them (the
-    statistic of the U-Net interval's typicality test, `recon.intervals`)."""
-    residual = op.forward(unet_mri_init(kspace, op, model)) - kspace
+    statistic of the U-Net interval's typicality test, `recon.intervals`). `magnitude`: as for `unet_mri_init`."""
+    residual = op.forward(unet_mri_init(kspace, op, model, magnitude=magnitude)) - kspace
     return float(torch.linalg.vector_norm(residual) / torch.linalg.vector_norm(kspace).clamp_min(1e-30))
 
 
@@ -347,8 +351,8 @@ def unet_mri_reconstruction(A: MultiCoilMRI, y: torch.Tensor, net: TrainedUnet |
     replicates' typicality statistic, the U-Net image's `data_misfit` (``fit``).
     """
     post = unet_mri(y, net, crop=crop, replicates=replicates, keep=keep)
-    if replicates > 1:
-        post.fit = data_misfit(y, A, net)
+    if replicates > 1:  # the output is the uncropped image when the crop is the whole grid: no second network call
+        post.fit = data_misfit(y, A, net, post.mean if post.mean.shape[-2:] == y.shape[-2:] else None)
     return post
 
 

@@ -216,11 +216,10 @@ def _write_exports(out_dir: Path, cfg: ReconstructConfig, result: VolumeResult, 
             export_dicom(out_dir / f"{result.name}_std_dicom", std, f"{primary} posterior std", modality)
 
 
-def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_sha256: str | None = None,
-                  unet_sha256: str | None = None) -> None:
+def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, weights: dict[str, Any] | None = None) -> None:
     """95% intervals (`recon.intervals`) for every method with a std, calibrated by the prior's table (an entry
-    fitted with other weights than `prior_sha256`, or for the U-Net's line-bootstrap spread, than `unet_sha256`,
-    is flagged uncalibrated)."""
+    fitted with other weights than the run's `weights` record holds for the method, `intervals.weights_key`, is
+    flagged uncalibrated)."""
     from recon import intervals
     from recon.methods import typicality_sigmas
 
@@ -231,8 +230,8 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
         mean, std = np.stack(r.means) + shift, np.stack(r.stds)
         rel = float(np.median(intervals.relative_std(mean, std)))
         rule = result.info.get("magnitude", {}).get("rule") if result.modality == "mri" else None
-        weights = {"unet_sha256": unet_sha256} if m == "unet" else {"prior_sha256": prior_sha256}
-        sampler = intervals.sampler_settings(r.nfe, r.hparams, rule, **weights) if r.hparams else None
+        key = intervals.weights_key(m)
+        sampler = intervals.sampler_settings(r.nfe, r.hparams, rule, **{key: (weights or {}).get(key)}) if r.hparams else None
         band = intervals.ct_band(result.info) if result.modality == "ct" else None
         fit = float(np.median(r.fits)) if r.fits else None
         lam, record = intervals.choose_lambda(table, m, result.modality, result.info.get("acceleration"), alpha, rel,
@@ -243,10 +242,10 @@ def add_intervals(result: VolumeResult, table: Any, alpha: float = 0.05, prior_s
         if fitted:
             fitted["per_slice"] = list(r.fits)
         if fitted and fitted["typical"] is False:
-            what = (f"the U-Net's image fits the acquired data poorly (data misfit {fit:.3f}" if m == "unet" else
-                    f"the prior describes these images poorly (score norm {fit:.3f}")
+            statistic = fitted.get("statistic", "score norm")
             result.warnings.append(
-                f"{m}: {what} > {fitted['threshold']:.3f}, the "
+                f"{m}: {intervals.fit_phrase(statistic)} poorly ({statistic} {fit:.3f} > "
+                f"{fitted['threshold']:.3f}, the "
                 f"limit on its validation images): the data may be unlike the images it was trained and calibrated "
                 f"on ({record['data']}); the interval is flagged uncalibrated and a classical method may do better "
                 f"here (compare with --solver {m},l1-wavelet,tv)")

@@ -254,9 +254,7 @@ def reconstruct_file(path: Path, cfg: ReconstructConfig, settings_for: Callable[
     modality = modality or detect_modality(path)
     settings = settings_for(modality)
     result = run_mri_file(path, cfg, settings) if modality == "mri" else run_ct_file(path, cfg, settings)
-    weights = cfg.weights.get(modality, {})
-    add_intervals(result, settings.intervals, prior_sha256=weights.get("prior_sha256"),
-                  unet_sha256=weights.get("unet_sha256"))
+    add_intervals(result, settings.intervals, weights=cfg.weights.get(modality))
     summary = summarise(path, cfg, result)
     write_outputs(out_dir, cfg, summary, result)
     return summary
