@@ -1,8 +1,15 @@
-"""Sharding inputs across torchrun ranks (torch.distributed), one device per rank."""
+"""Sharding inputs across torchrun ranks (torch.distributed).
+
+Ranks exchange only a failure count at the end (`total`), so the process group is gloo on every device: NCCL
+takes CUDA tensors only, and refuses two ranks on one GPU. A CUDA rank uses ``cuda:(LOCAL_RANK mod GPUs)``, so
+more ranks than GPUs share them (several samplers per GPU keep a large one busy), and the group's timeout is long
+enough for a rank that finishes its share hours before the others.
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Sequence, TypeVar
 
 import torch
@@ -25,24 +32,28 @@ class RankInfo:
         """Round-robin share of `items` for this rank (every item exactly once over all ranks)."""
         return list(items[self.rank::self.world_size])
 
-    def device(self, requested: str) -> str:
-        """cuda:LOCAL_RANK for CUDA runs, otherwise the requested device."""
+    def device(self, requested: str, n_gpus: int | None = None) -> str:
+        """``cuda:(LOCAL_RANK mod n_gpus)`` for a CUDA request under torchrun (n_gpus: the visible GPUs, None = ask
+        torch); otherwise the requested device."""
         if requested.startswith("cuda") and self.distributed:
-            return f"cuda:{self.local_rank}"
+            n = torch.cuda.device_count() if n_gpus is None else n_gpus
+            return f"cuda:{self.local_rank % max(n, 1)}"
         return requested
 
 
+#: How long a rank waits at the final count for the slowest rank (gloo's default, 30 minutes, is shorter than
+#: one file's reconstruction can be on a CPU).
+GROUP_TIMEOUT = timedelta(days=7)
+
+
 def init_from_env(device: str) -> RankInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo, whatever the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return RankInfo()
     info = RankInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") and torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="gloo", timeout=GROUP_TIMEOUT)
     return info
 
 
