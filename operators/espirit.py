@@ -30,6 +30,11 @@ class CalibrationError(ValueError):
     """The k-space has no usable fully sampled centre."""
 
 
+class NoSignalError(CalibrationError):
+    """The calibration region holds nothing above the noise (a slice outside the object, or a dead receiver):
+    no number of centre lines would give coil maps."""
+
+
 def _as_numpy(kspace) -> tuple[np.ndarray, torch.device]:
     if isinstance(kspace, torch.Tensor):
         return kspace.detach().cpu().numpy(), kspace.device
@@ -144,6 +149,7 @@ def espirit(
 
     Raises:
         CalibrationError: non-finite data, wrong shape, or an ACS block narrower than 6 lines.
+        NoSignalError: no singular value of the calibration matrix above the noise edge (with ``noise_std``).
     """
     ksp, device = _as_numpy(kspace)
     if ksp.ndim != 3:
@@ -194,6 +200,35 @@ def calibration_matrix(calib: np.ndarray, kernel: int) -> np.ndarray:
     return win.transpose(1, 2, 0, 3, 4).reshape((h - kernel + 1) * (w - kernel + 1), c * kernel * kernel)
 
 
+def centre_block(ksp: np.ndarray, calib: tuple[int, int]) -> np.ndarray:
+    """The centred ``calib`` = (rows, lines) block of k-space [C, H, W]."""
+    h, w = ksp.shape[-2:]
+    top, left = (h - calib[0] + 1) // 2, (w - calib[1] + 1) // 2
+    return ksp[:, top: top + calib[0], left: left + calib[1]]
+
+
+def pure_noise_edge(shape: tuple[int, int], noise_std: float) -> float:
+    """Largest singular value of a [rows, cols] matrix of complex noise with ``noise_std`` per real/imaginary part
+    (Marchenko-Pastur edge): ``sqrt(2) noise_std (sqrt(rows) + sqrt(cols))``."""
+    return math.sqrt(2.0) * noise_std * (math.sqrt(shape[0]) + math.sqrt(shape[1]))
+
+
+def require_signal(largest: float, edge: float) -> None:
+    """Raise `NoSignalError` unless a calibration matrix's largest singular value is above ``edge`` (the pure-noise
+    edge times `NOISE_EDGE_SLACK`; 0 when the noise is unknown, which passes any data that are not all zero)."""
+    if not largest > edge:
+        ratio = f"{NOISE_EDGE_SLACK * largest / edge:.2f} times a pure-noise matrix's" if edge > 0 else "zero"
+        raise NoSignalError(
+            f"the calibration region holds no signal above the noise (its largest singular value is {ratio}): "
+            "the slice looks empty (outside the object?), and no calibration can find coil maps in it")
+
+
+def measured_signal(ksp: np.ndarray, calib: tuple[int, int], kernel: int, noise_std: float) -> None:
+    """`require_signal` on the calibration matrix of the measured centre ``calib`` of k-space [C, H, W]."""
+    a = calibration_matrix(centre_block(ksp, calib), kernel)
+    require_signal(float(np.linalg.norm(a, 2)), NOISE_EDGE_SLACK * pure_noise_edge(a.shape, noise_std))
+
+
 def image_space_gram(ksp: np.ndarray, calib: tuple[int, int], kernel: int, thresh: float,
                      noise_std: float = 0.0, chunk: int = 16) -> torch.Tensor:
     """Per-pixel ESPIRiT operator ``G(r) = sum_k a_k(r) a_k(r)^H`` -> complex128 [H, W, C, C].
@@ -203,13 +238,11 @@ def image_space_gram(ksp: np.ndarray, calib: tuple[int, int], kernel: int, thres
     (as sigpy's EspiritCalib). Kernels are transformed ``chunk`` at a time to bound memory.
     """
     n_coils, h, w = ksp.shape
-    ch, cw = calib
-    top, left = (h - ch + 1) // 2, (w - cw + 1) // 2
-    block = ksp[:, top: top + ch, left: left + cw]
-    a = calibration_matrix(block, kernel)
+    a = calibration_matrix(centre_block(ksp, calib), kernel)
     _, s, vh = np.linalg.svd(a, full_matrices=False)
-    noise_edge = NOISE_EDGE_SLACK * math.sqrt(2.0) * noise_std * (math.sqrt(a.shape[0]) + math.sqrt(a.shape[1]))
-    vh = vh[s > max(thresh * s.max(), noise_edge)]
+    edge = NOISE_EDGE_SLACK * pure_noise_edge(a.shape, noise_std)
+    require_signal(float(s.max()), edge)
+    vh = vh[s > max(thresh * s.max(), edge)]
     kernels = torch.from_numpy(np.ascontiguousarray(vh.reshape(len(vh), n_coils, kernel, kernel)))
     gram = torch.zeros(h, w, n_coils, n_coils, dtype=torch.complex128)
     top, left = h // 2 - kernel // 2, w // 2 - kernel // 2

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from operators.espirit import CalibrationError, acs_region, espirit, sampled_pattern
+from operators.espirit import CalibrationError, acs_region, espirit, kernel_for, measured_signal, sampled_pattern
 from operators.fft import fft2c
 from operators.nlinv import nlinv
 
@@ -110,17 +110,20 @@ def calibrate(y: torch.Tensor, mask: torch.Tensor | None = None, n_maps: int | N
 
     Raises:
         CalibrationError: fewer than `MIN_ACS` fully sampled centre lines, all-zero maps, or n_maps not
-            in (None, 1, 2).
+            in (None, 1, 2); `operators.espirit.NoSignalError` when the measured centre holds nothing above the
+            noise (with ``noise_std``).
     """
     if n_maps not in (None, 1, 2):
         raise CalibrationError(f"n_maps must be 1, 2 or None (choose from the data), got {n_maps!r}")
-    width = acs_region(_pattern(y, mask).cpu().numpy())[1]
+    rows, width = acs_region(_pattern(y, mask).cpu().numpy())
     lines = acquired_lines or y.shape[-1]
     if width < MIN_ACS:
         raise CalibrationError(
             f"the fully sampled centre is {width} phase lines wide; coil calibration needs at least {MIN_ACS}: "
             f"sample more centre lines, e.g. --center-fraction {math.ceil(100 * MIN_ACS / lines) / 100:.2f} "
             f"or larger ({MIN_ACS} of {lines} lines)")
+    if noise_std > 0:  # noise alone: say so, whatever the width (NLINV would make a centre out of it)
+        measured_signal(y.detach().cpu().numpy(), (rows, width), kernel_for(width), noise_std)
     if width >= ESPIRIT_MIN_ACS:
         method, how, data = "espirit", f"ESPIRiT on the measured centre ({width} ACS lines >= {ESPIRIT_MIN_ACS})", y
     else:

@@ -9,7 +9,7 @@ import h5py
 import pytest
 import torch
 
-from operators.espirit import CalibrationError
+from operators.espirit import CalibrationError, NoSignalError
 from operators.fft import fft2c, ifft2c, rss
 from operators.nlinv import NlinvError, nlinv, sobolev_weights
 from operators.mri import MultiCoilMRI
@@ -141,6 +141,21 @@ def test_too_few_centre_lines_name_the_width_and_what_would_work():
     with pytest.raises(CalibrationError, match="n_maps"):
         calibrate(k, n_maps=3)
 
+
+
+@pytest.mark.parametrize("acs", [24, MIN_ACS])   # ESPIRiT on the measured centre, and the NLINV-completed one
+def test_a_slice_of_noise_alone_says_so_not_to_sample_more_lines(acs):
+    """A slice outside the object: the error says the data hold no signal, not that the centre is too narrow,
+    and an object at the same noise level is calibrated."""
+    std = 0.01
+    g = torch.Generator().manual_seed(4)
+    noise = torch.complex(torch.randn(8, 96, 96, generator=g), torch.randn(8, 96, 96, generator=g)) * std
+    mask = _equispaced((96, 96), acs, accel=3)
+    with pytest.raises(NoSignalError, match="no signal above the noise") as err:
+        calibrate(noise * mask, mask, noise_std=std)
+    assert "center-fraction" not in str(err.value)
+    k, _, _ = simulate_multicoil(_head(96), n_coils=8, noise_std=std, seed=4)
+    assert calibrate(k * mask, mask, noise_std=std).maps.abs().sum() > 0
 
 @needs_shared
 @pytest.mark.parametrize("fraction, method, psnr_min", [(0.08, "nlinv+espirit", 25.6), (0.12, "espirit", 26.2)])
