@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 import torch
 
+from recon.commands import device_error
+
 DEFAULT_PRIORS = {"mri": "brain-mri-complex", "ct": "head-ct"}
 DEFAULT_UNETS = {"mri": "unet-brain-mri", "ct": "unet-head-ct"}
 
@@ -107,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
     if not modalities or any(m not in ("mri", "ct") for m in modalities):
         print(f"error: --modality must be a comma-separated subset of mri,ct; got '{args.modality}'", file=sys.stderr)
         return 2
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        print("error: --device cuda: no CUDA device is available", file=sys.stderr)
+    if (problem := device_error(args.device)) is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     root = args.data or SHARED_DATA
     if not root.exists():

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, TypeVar
 
-import torch
-
+from recon.commands import device_error
 from recon.pipeline.distributed import finish, init_from_env, total
 from recon.intervals import load_table
 from recon.data.io import iter_h5_files
@@ -196,8 +195,8 @@ def build_config(args: argparse.Namespace):
     bad = [e for e in exports if e not in ("nifti", "dicom")]
     if bad:
         raise UsageError(f"--export: unknown format(s) {bad}; choose nifti, dicom")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda: no CUDA device is available")
+    if (problem := device_error(args.device)) is not None:
+        raise UsageError(problem)
     cf = args.center_fraction if args.center_fraction is not None else (0.08 if args.accel <= 4 else 0.04)
     hparams = parse_hparams(args.hparams, methods)
     cfg = ReconstructConfig(

@@ -337,6 +337,20 @@ def test_an_acceleration_that_keeps_every_line_is_an_error(tmp_path, capsys):
     assert not (tmp_path / "out" / "case.json").exists()
 
 
+
+@pytest.mark.parametrize("device,message", [("foo", "PyTorch cannot use it here (Expected one of cpu"),
+                                            ("cuda:7", "no CUDA device is available")])
+def test_a_device_torch_cannot_use_is_a_usage_error_before_any_work(tmp_path, capsys, device, message):
+    """Not one error per slice after the data are read: one line naming the flag, exit 2, nothing written."""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("checks the message of a machine without CUDA")
+    src = _mri(tmp_path / "in" / "case.h5")
+    rc = cli(["reconstruct", str(src), "--out", str(tmp_path / "out"), *FAST, "--device", device])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error:") == 1
+    assert f"--device {device}: {message}" in err and "slice" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
 @pytest.mark.parametrize("case,message", [
     ("nan_volume", "contains NaN or Inf"),
     ("unit_range", "does not look like HU"),
