@@ -120,7 +120,7 @@ def _mri_display(problem: MRIProblem, scale: float,
 
 def _prepare_mri(vol, i: int, cfg: ReconstructConfig) -> tuple[MRIProblem, float]:
     """Slice `i` as a problem in unit intensity scale, and the factor back to file units."""
-    kspace = vol.kspace[i]
+    kspace = vol.kspace[i] if vol.multicoil else vol.kspace[i][None]   # single-coil [H, W]: one coil
     target = vol.target[i] if vol.target is not None else None
     scale = intensity_scale(kspace)
     noise_std = None if cfg.noise_std is None else cfg.noise_std / scale
@@ -139,8 +139,6 @@ def run_mri_file(path: Path, cfg: ReconstructConfig, settings: MethodConfig) -> 
     from tqdm.auto import tqdm
 
     with load_fastmri(path) as vol:
-        if not vol.multicoil:
-            raise FastMRIFormatError(f"{path}: single-coil files are not supported by `reconstruct` (multi-coil needed)")
         slices = _slice_range(vol.n_slices, cfg.slices, path)
         methods = {m: MethodVolume() for m in cfg.solvers}
         result = VolumeResult(path.stem, "mri", [], None, ("zero_filled", np.zeros(0)), methods, {}, {},

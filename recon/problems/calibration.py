@@ -52,7 +52,7 @@ class Calibration:
     Attributes:
         maps: complex64 [C, H, W] (one set) or [M, C, H, W].
         n_maps: number of map sets M.
-        method: "espirit" (measured centre) or "nlinv+espirit" (centre completed by NLINV).
+        method: "espirit" (measured centre), "nlinv+espirit" (centre completed by NLINV) or "single-coil".
         reason: why this method and this number of sets, in words.
         acs_width: fully sampled centre phase lines found in the data.
         second_set_fraction: support of ESPIRiT's second set over the first's.
@@ -93,6 +93,20 @@ def nlinv_filled_centre(y: torch.Tensor, mask: torch.Tensor | None = None, width
     return torch.where(fill, pred, y).to(torch.complex64)
 
 
+def single_coil(y: torch.Tensor, acs_width: int, n_maps: int | None = None) -> Calibration:
+    """One coil (fastMRI's single-coil files: an emulated single coil, a combination of the array's coils that
+    the scanner or fastMRI made): its image is the object, so the map is 1 on the whole grid; nothing to calibrate.
+
+    Raises:
+        CalibrationError: ``n_maps=2`` (one coil cannot separate two map sets).
+    """
+    if n_maps == 2:
+        raise CalibrationError("--maps 2 needs several coils; a single-coil file has one (use --maps 1 or auto)")
+    maps = torch.ones(y.shape, dtype=torch.complex64, device=y.device)
+    return Calibration(maps, 1, "single-coil", "one coil: its image is the object (map 1 everywhere)", acs_width,
+                       0.0, 0)
+
+
 def calibrate(y: torch.Tensor, mask: torch.Tensor | None = None, n_maps: int | None = None,
               calib_width: int = 24, acquired_lines: int | None = None, noise_std: float = 0.0) -> Calibration:
     """Coil maps for undersampled multi-coil k-space.
@@ -116,6 +130,8 @@ def calibrate(y: torch.Tensor, mask: torch.Tensor | None = None, n_maps: int | N
     if n_maps not in (None, 1, 2):
         raise CalibrationError(f"n_maps must be 1, 2 or None (choose from the data), got {n_maps!r}")
     rows, width = acs_region(_pattern(y, mask).cpu().numpy())
+    if y.shape[-3] == 1:
+        return single_coil(y, width, n_maps)
     lines = acquired_lines or y.shape[-1]
     if width < MIN_ACS:
         raise CalibrationError(

@@ -98,6 +98,36 @@ def test_magnitude_rules_rss_adds_the_coils_noise_floor_image_does_not(tmp_path)
     assert s_rss["solvers"]["sense"]["psnr"] > s_img["solvers"]["sense"]["psnr"] + 0.25
 
 
+def test_a_single_coil_file_is_reconstructed_with_a_uniform_map(tmp_path, capsys):
+    """fastMRI's single-coil layout (kspace [slices, H, W], target `reconstruction_esc`): one coil, map 1 on the
+    whole grid; the zero-filled image is |IFFT| of the masked k-space, scored against the file's target."""
+    from operators.fft import ifft2c
+    from skimage.metrics import peak_signal_noise_ratio
+
+    imgs = torch.from_numpy(np.stack([_phantom(10), _phantom(-15)])).to(torch.complex64)
+    g = torch.Generator().manual_seed(0)
+    k = fft2c(imgs) + 0.002 * torch.complex(torch.randn(imgs.shape, generator=g), torch.randn(imgs.shape, generator=g))
+    src = write_fastmri(tmp_path / "esc.h5", k.numpy(), target=imgs.abs().numpy())
+    with h5py.File(src) as f:
+        assert "reconstruction_esc" in f and f["kspace"].ndim == 3
+    rc = cli(["reconstruct", str(src), "--out", str(tmp_path / "out"), "--solver", "tv,zero-filled", "--accel", "3",
+              "--center-fraction", "0.2", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "out" / "esc.json").read_text())
+    assert s["calibration"]["method"] == "single-coil" and s["coils"] == 1
+    with h5py.File(tmp_path / "out" / "esc.h5") as f:
+        mask = f["mask"][()]
+        zf = f["solvers/zero-filled/mean"][()]
+    ours = ifft2c(k * torch.from_numpy(mask)).abs().numpy()
+    np.testing.assert_allclose(zf, ours, rtol=1e-4, atol=1e-6)
+    target = imgs.abs().numpy()
+    assert s["solvers"]["zero-filled"]["psnr"] == pytest.approx(
+        peak_signal_noise_ratio(target, ours, data_range=target.max()), abs=0.01)
+    assert s["solvers"]["tv"]["psnr"] > s["solvers"]["zero-filled"]["psnr"] + 1.0
+    rc = cli(["reconstruct", str(src), "--out", str(tmp_path / "two"), "--solver", "zero-filled", "--maps", "2",
+              "--quiet"])
+    assert rc != 0 and "--maps 2 needs several coils" in capsys.readouterr().err
+
 @needs_shared
 def test_real_fastmri_file_with_two_map_sets(tmp_path):
     # the real reduced-FOV file: two ESPIRiT sets, retrospective 4x equispaced, the small test prior
