@@ -2,8 +2,8 @@
 
 Ranks exchange only a failure count at the end (`total`), so the process group is gloo on every device: NCCL
 takes CUDA tensors only, and refuses two ranks on one GPU. A CUDA rank uses ``cuda:(LOCAL_RANK mod GPUs)``, so
-more ranks than GPUs share them (several samplers per GPU keep a large one busy), and the group's timeout is long
-enough for a rank that finishes its share hours before the others.
+more ranks than GPUs share them, and the group's timeout is long enough for a rank that finishes its share hours
+before the others.
 """
 from __future__ import annotations
 
