@@ -9,6 +9,10 @@ With ``--anatomy pkdata`` the files hold another anatomy instead: the first echo
 abdomen images in ``../shared/data/complex`` (ISMRM 2012 fat-water challenge; evaluation data, never
 training data), acquired by 12 simulated coils with the same readout oversampling and noise: what the
 brain-trained prior, U-Net and interval table meet on a scan unlike their data.
+
+With ``--single-coil`` each file is first made single-coil (fastMRI's ``singlecoil`` layout: the coils combined
+into one virtual coil of uniform sensitivity, `recon.data.simulate.fastmri_like.write_single_coil`), what a
+user of fastMRI's single-coil track runs.
 """
 from __future__ import annotations
 
@@ -67,6 +71,20 @@ def make_pkdata_files(folder: Path, names: tuple[str, ...] = PKDATA, echo: int =
                                     "simulated by diffrecon (recon.data.simulate.fastmri_like.write_images)"}, seed=i)
         paths.append(p)
     return paths
+
+
+def make_single_coil_files(files: list[Path], folder: Path) -> list[Path]:
+    """Single-coil versions of fully sampled multi-coil `files` (`write_single_coil`), written once and reused."""
+    from recon.data.simulate.fastmri_like import write_single_coil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in files:
+        p = folder / f.name
+        if not p.exists():
+            write_single_coil(f, p)
+        out.append(p)
+    return out
 
 
 def reconstruct(files: list[Path], out: Path, methods: str, mask: str, accel: float, extra: list[str] = ()) -> None:
@@ -159,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anatomy", choices=("brainweb", "pkdata"), default="brainweb",
                     help="brainweb: the test subjects' fastMRI-like files; pkdata: chest and abdomen images "
                          "(module docstring)")
+    ap.add_argument("--single-coil", action="store_true",
+                    help="combine each file's coils into one first (fastMRI's single-coil layout; module docstring)")
     ap.add_argument("--subjects", type=int, nargs="+", default=[51, 52, 53, 54])
     ap.add_argument("--slices", type=int, default=4)
     ap.add_argument("--settings", nargs="+", default=["random:4", "random:8", "equispaced:4"])
@@ -170,9 +190,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="reconstruct nothing: tabulate the files already in --work (the table says how many)")
     a = ap.parse_args(argv)
     if a.report is None:
-        a.report = Path("benchmarks/results") / ("user_path.md" if a.anatomy == "brainweb" else "user_path_other_anatomy.md")
+        a.report = Path("benchmarks/results") / ("user_path_other_anatomy.md" if a.anatomy == "pkdata" else
+                                                 "user_path_single_coil.md" if a.single_coil else "user_path.md")
     files = (make_files(a.data / "test", a.subjects, a.slices) if a.anatomy == "brainweb"
              else make_pkdata_files(a.data / "pkdata"))
+    if a.single_coil:
+        files = make_single_coil_files(files, a.data / "single_coil")
     methods = a.methods.split(",")
     if any("=" not in v for v in a.variant):
         ap.error("--variant expects LABEL=FOLDER")
@@ -203,16 +226,22 @@ def main(argv: list[str] | None = None) -> int:
             cov.append(f"| {mask} {accel}x | {m} | {np.mean(r['coverage']):.3f} (min {min(r['coverage']):.3f}) | "
                        f"{np.mean(r['width']):.3f} | {sum(r['calibrated'])} of {len(r['calibrated'])} |")
     files_flags = (f" --subjects {' '.join(map(str, a.subjects))} --slices {a.slices}" if a.anatomy == "brainweb"
-                   else " --anatomy pkdata")
+                   else " --anatomy pkdata") + (" --single-coil" if a.single_coil else "")
     command = (f"python -m benchmarks.user_path --work {a.work}{files_flags} --settings {' '.join(a.settings)} "
                f"--methods {a.methods}"
                + "".join(f" --extra-work {d}" for d in a.extra_work)
                + "".join(f" --variant {shlex.quote(v)}" for v in a.variant) + (" --report-only" if a.report_only else ""))
+    target = "reconstruction_rss"
     if a.anatomy == "brainweb":
         title = "fastMRI-like BrainWeb test files"
         about = (f"Files: BrainWeb test subjects {', '.join(map(str, a.subjects))} x {a.slices} slices (T1w), 16 coils, "
                  "2x readout oversampling, correlated coil noise at the real T1 file's level, 1 mm, 224 x 192 recon "
                  "size; default centre fraction.")
+        if a.single_coil:
+            title, target = title + ", single-coil", "reconstruction_esc"
+            about += (" Then made single-coil (`--single-coil`: the 16 coils combined into one virtual coil of uniform "
+                      "sensitivity with ESPIRiT maps of the fully sampled data, noise included; target "
+                      "`reconstruction_esc`, the combined image's magnitude).")
     else:
         title = "another anatomy (chest and abdomen), `recon reconstruct` defaults"
         about = (f"Files: the first echo of {', '.join(PKDATA)} (`../shared/data/complex`, real complex chest and "
@@ -231,10 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{datetime.date.today()}, {machine()}.", "",
         f"{about} PSNR / SSIM: fastMRI convention per volume (data range = volume max of "
-        "`reconstruction_rss`), mean over files. `unet` is the bundled `unet-brain-mri` (trained with random "
+        f"`{target}`), mean over files. `unet` is the bundled `unet-brain-mri` (trained with random "
         "masks: equispaced is out of distribution for it; its model card).", "", *full, "",
         f"The same outputs, PSNR over the object only (reference >= {OBJECT_FRACTION:g} of its volume max; "
-        "the background of `reconstruction_rss` is the RSS of the coils' noise, which a network trained on such "
+        f"the background of `{target}` is the magnitude of the coils' noise, which a network trained on such "
         "targets reproduces and the image-estimate methods predict with `--magnitude rss`, the default):", "",
         *obj, "",
         "The 95% intervals (`lower_95`, `upper_95` in each output file): coverage of "

@@ -162,3 +162,36 @@ def write_images(path: Path, images: np.ndarray, spec: FastMRILikeSpec, attrs: d
     v = simulate_images(x, spec, np.random.default_rng([spec.seed, seed]))
     attrs = {**attrs, "simulation": json.dumps(asdict(spec)), "true_noise_std": v["noise_std"]}
     return write_fastmri(path, v["kspace"], target=v["target"], recon_size=tuple(x.shape[-2:]), attrs=attrs)
+
+
+def write_single_coil(src: Path, dst: Path) -> Path:
+    """The single-coil version of a fully sampled multi-coil fastMRI file (fastMRI's ``singlecoil`` layout):
+    per slice, the coil images combined with ESPIRiT maps of the whole slice (one map set, no eigenvalue crop,
+    on the oversampled grid), ``sum_c conj(s_c) c_c``, noise included; k-space [S, H, W] of that image and
+    ``reconstruction_esc`` = its magnitude cropped to the recon size.
+
+    A virtual coil of uniform sensitivity: like fastMRI's emulated single coil (a linear combination of the
+    array's coils) but without the shading its fixed combination weights leave. Attributes and header are kept.
+    """
+    import h5py
+
+    from operators.espirit import espirit
+    from operators.fft import ifft2c
+    from recon.data.io import center_crop, load_fastmri, write_fastmri
+
+    with load_fastmri(src) as vol:
+        if not vol.multicoil:
+            raise ValueError(f"{src}: already single-coil")
+        recon = vol.header.recon_size[:2]
+        kspace, target = [], []
+        for i in range(vol.n_slices):
+            k = torch.as_tensor(vol.kspace[i]).to(torch.complex64)
+            maps = espirit(k, calib_width=24, crop=0.0, n_maps=1).maps[0]
+            image = (maps.conj() * ifft2c(k)).sum(0)
+            kspace.append(fft2c(image).numpy())
+            target.append(center_crop(image.abs(), recon).numpy())
+    with h5py.File(src) as f:
+        attrs = {k: v for k, v in f.attrs.items() if k not in ("max", "norm")}
+    attrs["source"] = f"{src.name}, coils combined into one (recon.data.simulate.fastmri_like.write_single_coil)"
+    return write_fastmri(dst, np.stack(kspace), target=np.stack(target).astype(np.float32), recon_size=recon,
+                         attrs=attrs)

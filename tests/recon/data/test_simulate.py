@@ -46,3 +46,34 @@ def test_write_images_simulates_any_recon_size_and_coil_count(tmp_path):
     expected = np.abs(x) * torch.sqrt((maps ** 2).sum(0)).numpy()
     assert vol.n_slices == 1 and target.shape == (40, 32)
     assert np.allclose(target, expected, atol=1e-4 * expected.max())
+
+
+def test_write_single_coil_combines_the_coils_into_one_of_uniform_sensitivity(tmp_path):
+    """The single-coil file's image is the object itself (up to one phase map): against the noiseless disc
+    within 1% of its maximum, where one of the multi-coil file's coils is shaded by its sensitivity."""
+    import numpy as np
+    import torch
+
+    from operators.fft import ifft2c
+    from recon.data.io import center_crop
+    from recon.data.simulate.fastmri_like import FastMRILikeSpec, write_images, write_single_coil
+
+    yy, xx = np.mgrid[:40, :32]
+    x = (((yy - 20) / 15.0) ** 2 + ((xx - 16) / 11.0) ** 2 < 1) * np.exp(0.05j * xx)
+    multi = write_images(tmp_path / "disc.h5", x[None], FastMRILikeSpec(n_slices=1, n_coils=6, noise_rel=0.0),
+                         {"acquisition": "TEST", "patient_id": "disc"})
+    single = write_single_coil(multi, tmp_path / "disc_sc.h5")
+    vol = load_fastmri(single)
+    with h5py.File(single) as f:
+        assert f["kspace"].shape == (1, 80, 32) and "reconstruction_esc" in f and "reconstruction_rss" not in f
+        target = f["reconstruction_esc"][0]
+        assert f.attrs["acquisition"] == "TEST"
+    assert not vol.multicoil and vol.header.recon_size[:2] == (40, 32)
+    image = center_crop(ifft2c(torch.as_tensor(vol.kspace[0])).abs(), (40, 32)).numpy()
+    assert np.allclose(image, target, atol=1e-5)
+    inside = np.abs(x) > 0
+    ratio = target[inside] / np.abs(x)[inside]
+    assert abs(target - np.abs(x) * np.median(ratio)).max() < 0.01 * target.max()
+    with h5py.File(multi) as g:   # one coil alone is shaded: the check above can fail
+        coil = center_crop(ifft2c(torch.as_tensor(g["kspace"][0, 0])).abs(), (40, 32)).numpy()
+    assert abs(coil - np.abs(x) * np.median(coil[inside] / np.abs(x)[inside])).max() > 0.1 * coil.max()
