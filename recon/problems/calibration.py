@@ -109,7 +109,7 @@ def single_coil(y: torch.Tensor, acs_width: int, n_maps: int | None = None) -> C
 
 def calibrate(y: torch.Tensor, mask: torch.Tensor | None = None, n_maps: int | None = None,
               calib_width: int = 24, acquired_lines: int | None = None, noise_std: float = 0.0) -> Calibration:
-    """Coil maps for undersampled multi-coil k-space.
+    """Coil maps for undersampled multi-coil k-space (one coil: `single_coil`, the map 1 everywhere).
 
     Args:
         y: complex [C, H, W] centred k-space (H readout, W phase), zero where not sampled.
