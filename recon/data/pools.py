@@ -124,11 +124,12 @@ def read_fastmri_targets(path: Path) -> np.ndarray:
 
 
 def read_fastmri_espirit(path: Path, calib_width: int = 24) -> np.ndarray:
-    """ESPIRiT-combined complex images of one multi-coil fastMRI-layout file, complex64 ``[S, rH, rW]``.
+    """ESPIRiT-combined complex images of one fastMRI-layout file, complex64 ``[S, rH, rW]``.
 
     Per slice: one ESPIRiT map set from the fully sampled centre (`operators.espirit.espirit_maps`),
     coil combination ``sum_c conj(S_c) ifft2c(k_c)``, centre crop to the header's recon size
-    (removes readout oversampling), as fastMRI crops its targets.
+    (removes readout oversampling), as fastMRI crops its targets. A single-coil file's image is
+    ``ifft2c(k)`` itself (its one coil is the object, as `recon reconstruct` takes it).
     """
     from operators.espirit import espirit_maps
     from operators.fft import ifft2c
@@ -136,11 +137,12 @@ def read_fastmri_espirit(path: Path, calib_width: int = 24) -> np.ndarray:
 
     out = []
     with load_fastmri(path) as vol:
-        if len(vol.kspace.shape) != 4:
-            raise TrainingDataError(f"{path}: ESPIRiT targets need multi-coil k-space [S, C, H, W]")
         crop = recon_crop_shape(vol.header)
         for i in range(vol.kspace.shape[0]):
             k = torch.from_numpy(np.asarray(vol.kspace[i])).to(torch.complex64)
+            if not vol.multicoil:
+                out.append(center_crop(ifft2c(k), crop).numpy())
+                continue
             maps = espirit_maps(k, calib_width=calib_width).to(torch.complex64)
             maps = maps[0] if maps.dim() == 4 else maps
             img = (maps.conj() * ifft2c(k)).sum(0)

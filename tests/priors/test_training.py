@@ -217,6 +217,10 @@ def test_espirit_targets_recover_the_image_up_to_a_global_phase(tmp_path):
     aligned = est * (ph.abs() / ph)
     rel = ((aligned - x)[inside].abs().norm() / x[inside].abs().norm()).item()
     assert rel < 0.02, rel  # measured 0.0016: ESPIRiT of smooth, fully sampled coils is near exact
+    with h5py.File(tmp_path / "sc.h5", "w") as f:   # single-coil layout: the coil image is the object
+        f.create_dataset("kspace", data=fft2c(x)[None].numpy())
+    single = torch.from_numpy(read_fastmri_espirit(tmp_path / "sc.h5"))[0]
+    assert torch.allclose(single, x, atol=1e-5)
 
 
 def test_train_prior_command_builds_the_pool_and_records_the_flags(tmp_path, capsys):
