@@ -138,11 +138,11 @@ def calibrate(y: torch.Tensor, mask: torch.Tensor | None = None, n_maps: int | N
             f"the fully sampled centre is {width} phase lines wide; coil calibration needs at least {MIN_ACS}: "
             f"sample more centre lines, e.g. --center-fraction {math.ceil(100 * MIN_ACS / lines) / 100:.2f} "
             f"or larger ({MIN_ACS} of {lines} lines)")
-    if noise_std > 0:  # noise alone: say so, whatever the width (NLINV would make a centre out of it)
-        measured_signal(y.detach().cpu().numpy(), (rows, width), kernel_for(width), noise_std)
-    if width >= ESPIRIT_MIN_ACS:
+    if width >= ESPIRIT_MIN_ACS:   # (`espirit` tests the centre for signal above the noise itself)
         method, how, data = "espirit", f"ESPIRiT on the measured centre ({width} ACS lines >= {ESPIRIT_MIN_ACS})", y
     else:
+        if noise_std > 0:  # noise alone: say so before NLINV makes a centre out of it
+            measured_signal(y.detach().cpu().numpy(), (rows, width), kernel_for(width), noise_std)
         method = "nlinv+espirit"
         how = (f"ESPIRiT on a {calib_width}-line centre completed by NLINV ({width} ACS lines < {ESPIRIT_MIN_ACS}, "
                "too few for ESPIRiT alone)")
