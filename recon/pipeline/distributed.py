@@ -47,11 +47,14 @@ GROUP_TIMEOUT = timedelta(days=7)
 
 
 def init_from_env(device: str) -> RankInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo, whatever the device."""
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo, whatever the device. A CUDA rank's
+    GPU (`RankInfo.device`) becomes its current device, so that work asked for on plain "cuda" lands there too."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return RankInfo()
     info = RankInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.startswith("cuda") and torch.cuda.is_available():
+        torch.cuda.set_device(info.device(device))
     if not dist.is_initialized():
         dist.init_process_group(backend="gloo", timeout=GROUP_TIMEOUT)
     return info

@@ -30,10 +30,13 @@ def test_cuda_ranks_join_a_gloo_group_with_a_long_timeout(monkeypatch):
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "set_device", lambda *a: None)
+    current = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
     monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
     monkeypatch.setattr(distributed.dist, "init_process_group", lambda **kw: calls.append(kw))
     info = init_from_env("cuda")
     assert (info.rank, info.world_size, info.local_rank) == (1, 2, 1)
     assert len(calls) == 1 and calls[0]["backend"] == "gloo"
     assert calls[0]["timeout"] >= timedelta(days=1)
+    assert current == ["cuda:0"]   # rank 1 shares the one GPU and makes it its current device
