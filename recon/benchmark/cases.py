@@ -97,9 +97,13 @@ def calibration_maps(src: MRISource) -> torch.Tensor:
 
 def mri_case(src: MRISource | FileSampledSource, setting: MRISetting | None, index: int, device: torch.device) -> Case:
     """Undersample a fully sampled source with `setting` (mask seed = case index), or keep a file's own sampling
-    (maps then come from the file's own fully sampled centre)."""
+    (maps then come from the file's own fully sampled centre; k-space brought to unit intensity as `recon
+    reconstruct` does, so that the noise-aware weights, which take the estimated noise in that scale, apply)."""
     if isinstance(src, FileSampledSource):
-        p = prepare_mri_slice(src.kspace, default_header(src.kspace.shape), MaskSpec(), device=device)
+        from recon.pipeline.run import intensity_scale
+
+        k = src.kspace / intensity_scale(src.kspace)
+        p = prepare_mri_slice(k, default_header(src.kspace.shape), MaskSpec(), device=device)
         return Case("mri", src.dataset, src.name, "file", index, p, None, _mri_display(p), p.acceleration,
                     src.reference)
     assert setting is not None

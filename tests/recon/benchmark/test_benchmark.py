@@ -287,3 +287,28 @@ def test_networks_that_cannot_load_are_skipped_with_a_note(tmp_path):
     assert nets.prior("mri", (8, 8)) is None and len(notes) == 2          # tried once per modality
     assert notes[0].startswith(f"MRI prior '{missing}' could not be loaded") and "posterior methods" in notes[0]
     assert notes[1].startswith(f"CT U-Net '{missing}' could not be loaded") and "`unet` baseline" in notes[1]
+
+
+def test_a_file_sampled_case_does_not_depend_on_the_files_units():
+    """A prospectively undersampled file in scanner units (here 1e12) is brought to unit intensity, as `recon
+    reconstruct` does: the noise-aware CG-SENSE weight, which takes the estimated noise in that scale, then gives
+    the same image up to the units (before, a noise std of ~1e10 made the weight so large that SENSE returned 0)."""
+    from recon.baselines.mri import cg_sense
+    from recon.benchmark.cases import mri_case
+    from recon.benchmark.scoring import agreement
+    from recon.benchmark.sources import FileSampledSource
+    from recon.data.masks import make_mask
+    from recon.data.simulate import simulate_multicoil
+
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    img = ((yy / 0.8) ** 2 + (xx / 0.6) ** 2 < 1).float() * (1 + 0.5 * (xx > 0).float())
+    k, _, _ = simulate_multicoil(img, n_coils=4, noise_std=0.01, seed=0)
+    mask = make_mask("poisson", (64, 64), 4.0, 0.25, seed=0).mask
+    k = (k * mask).numpy()
+    psnr = []
+    for units in (1.0, 1e12):
+        case = mri_case(FileSampledSource("file", "f", k * units), None, 0, torch.device("cpu"))
+        p = case.problem
+        mean = case.display(cg_sense(p.op, p.y, noise_std=p.noise_std).mean).numpy()
+        psnr.append(agreement(img.numpy(), mean)["psnr"])   # after a least-squares intensity match
+    assert psnr[0] > 25 and psnr[1] == pytest.approx(psnr[0], abs=0.01)
