@@ -337,7 +337,6 @@ def test_an_acceleration_that_keeps_every_line_is_an_error(tmp_path, capsys):
     assert not (tmp_path / "out" / "case.json").exists()
 
 
-
 @pytest.mark.parametrize("device,message", [("foo", "PyTorch cannot use it here (Expected one of cpu"),
                                             ("cuda:7", "no CUDA device is available")])
 def test_a_device_torch_cannot_use_is_a_usage_error_before_any_work(tmp_path, capsys, device, message):
@@ -350,6 +349,7 @@ def test_a_device_torch_cannot_use_is_a_usage_error_before_any_work(tmp_path, ca
     assert rc == 2 and err.count("error:") == 1
     assert f"--device {device}: {message}" in err and "slice" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
 
 @pytest.mark.parametrize("case,message", [
     ("nan_volume", "contains NaN or Inf"),
