@@ -85,11 +85,25 @@ class _Networks:
             facts = []
             if name in registry and "sha256" in registry[name]:
                 facts.append(f"sha256 {registry[name]['sha256'][:12]}...")
-            steps = (getattr(net, "meta", None) or {}).get("steps")
+            steps = training_steps(getattr(net, "meta", None) or {})
             if steps:
-                facts.append(f"{steps} training steps")
+                total, last = steps
+                facts.append(f"{total} training steps" + (f", the last {last} fine-tuning" if last != total else ""))
             parts.append(f"{mod.upper()} `{name}`" + (f" ({', '.join(facts)})" if facts else ""))
         return ", ".join(parts) or "none"
+
+
+def training_steps(meta: dict) -> tuple[int, int] | None:
+    """(all training steps, those of the last run) of a network's metadata: a fine-tuned prior records the run it
+    started from under ``init`` (with its own ``steps`` and possibly ``init``); None without a step count."""
+    if not meta.get("steps"):
+        return None
+    last = total = int(meta["steps"])
+    earlier = meta.get("init")
+    while isinstance(earlier, dict) and earlier.get("steps"):
+        total += int(earlier["steps"])
+        earlier = earlier.get("init")
+    return total, last
 
 
 def _command_line(args: argparse.Namespace) -> str:

@@ -312,3 +312,12 @@ def test_a_file_sampled_case_does_not_depend_on_the_files_units():
         mean = case.display(cg_sense(p.op, p.y, noise_std=p.noise_std).mean).numpy()
         psnr.append(agreement(img.numpy(), mean)["psnr"])   # after a least-squares intensity match
     assert psnr[0] > 25 and psnr[1] == pytest.approx(psnr[0], abs=0.01)
+
+
+def test_a_fine_tuned_priors_training_steps_count_the_run_it_started_from():
+    from recon.commands.benchmark import training_steps
+
+    meta = {"steps": 4941, "init": {"source": "brain-mri-complex", "steps": 4074, "init": {"steps": 10}}}
+    assert training_steps(meta) == (9025, 4941)
+    assert training_steps({"steps": "965"}) == (965, 965)
+    assert training_steps({}) is None
