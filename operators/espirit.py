@@ -213,11 +213,11 @@ def pure_noise_edge(shape: tuple[int, int], noise_std: float) -> float:
     return math.sqrt(2.0) * noise_std * (math.sqrt(shape[0]) + math.sqrt(shape[1]))
 
 
-def require_signal(largest: float, edge: float) -> None:
-    """Raise `NoSignalError` unless a calibration matrix's largest singular value is above ``edge`` (the pure-noise
-    edge times `NOISE_EDGE_SLACK`; 0 when the noise is unknown, which passes any data that are not all zero)."""
-    if not largest > edge:
-        ratio = f"{NOISE_EDGE_SLACK * largest / edge:.2f} times a pure-noise matrix's" if edge > 0 else "zero"
+def require_signal(largest: float, noise_edge: float) -> None:
+    """Raise `NoSignalError` unless a calibration matrix's largest singular value is above `NOISE_EDGE_SLACK` times
+    ``noise_edge`` (`pure_noise_edge`; 0 when the noise is unknown, which passes any data that are not all zero)."""
+    if not largest > NOISE_EDGE_SLACK * noise_edge:
+        ratio = f"{largest / noise_edge:.2f} times a pure-noise matrix's" if noise_edge > 0 else "zero"
         raise NoSignalError(
             f"the calibration region holds no signal above the noise (its largest singular value is {ratio}): "
             "the slice looks empty (outside the object?), and no calibration can find coil maps in it")
@@ -226,7 +226,7 @@ def require_signal(largest: float, edge: float) -> None:
 def measured_signal(ksp: np.ndarray, calib: tuple[int, int], kernel: int, noise_std: float) -> None:
     """`require_signal` on the calibration matrix of the measured centre ``calib`` of k-space [C, H, W]."""
     a = calibration_matrix(centre_block(ksp, calib), kernel)
-    require_signal(float(np.linalg.norm(a, 2)), NOISE_EDGE_SLACK * pure_noise_edge(a.shape, noise_std))
+    require_signal(float(np.linalg.norm(a, 2)), pure_noise_edge(a.shape, noise_std))
 
 
 def image_space_gram(ksp: np.ndarray, calib: tuple[int, int], kernel: int, thresh: float,
@@ -240,9 +240,9 @@ def image_space_gram(ksp: np.ndarray, calib: tuple[int, int], kernel: int, thres
     n_coils, h, w = ksp.shape
     a = calibration_matrix(centre_block(ksp, calib), kernel)
     _, s, vh = np.linalg.svd(a, full_matrices=False)
-    edge = NOISE_EDGE_SLACK * pure_noise_edge(a.shape, noise_std)
+    edge = pure_noise_edge(a.shape, noise_std)
     require_signal(float(s.max()), edge)
-    vh = vh[s > max(thresh * s.max(), edge)]
+    vh = vh[s > max(thresh * s.max(), NOISE_EDGE_SLACK * edge)]
     kernels = torch.from_numpy(np.ascontiguousarray(vh.reshape(len(vh), n_coils, kernel, kernel)))
     gram = torch.zeros(h, w, n_coils, n_coils, dtype=torch.complex128)
     top, left = h // 2 - kernel // 2, w // 2 - kernel // 2

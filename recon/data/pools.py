@@ -132,7 +132,7 @@ def read_fastmri_espirit(path: Path, calib_width: int = 24) -> np.ndarray:
     ``ifft2c(k)`` itself (its one coil is the object, as `recon reconstruct` takes it).
     """
     from operators.espirit import espirit_maps
-    from operators.fft import ifft2c
+    from operators.fft import ifft2c, sense_combine
     from recon.data.io import center_crop, load_fastmri, recon_crop_shape
 
     out = []
@@ -140,12 +140,7 @@ def read_fastmri_espirit(path: Path, calib_width: int = 24) -> np.ndarray:
         crop = recon_crop_shape(vol.header)
         for i in range(vol.kspace.shape[0]):
             k = torch.from_numpy(np.asarray(vol.kspace[i])).to(torch.complex64)
-            if not vol.multicoil:
-                out.append(center_crop(ifft2c(k), crop).numpy())
-                continue
-            maps = espirit_maps(k, calib_width=calib_width).to(torch.complex64)
-            maps = maps[0] if maps.dim() == 4 else maps
-            img = (maps.conj() * ifft2c(k)).sum(0)
+            img = sense_combine(ifft2c(k), espirit_maps(k, calib_width=calib_width)) if vol.multicoil else ifft2c(k)
             out.append(center_crop(img, crop).numpy())
     return np.stack(out).astype(np.complex64)
 

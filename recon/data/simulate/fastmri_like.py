@@ -176,7 +176,7 @@ def write_single_coil(src: Path, dst: Path) -> Path:
     import h5py
 
     from operators.espirit import espirit
-    from operators.fft import ifft2c
+    from operators.fft import ifft2c, sense_combine
     from recon.data.io import center_crop, load_fastmri, write_fastmri
 
     with load_fastmri(src) as vol:
@@ -187,7 +187,7 @@ def write_single_coil(src: Path, dst: Path) -> Path:
         for i in range(vol.n_slices):
             k = torch.as_tensor(vol.kspace[i]).to(torch.complex64)
             maps = espirit(k, calib_width=24, crop=0.0, n_maps=1).maps[0]
-            image = (maps.conj() * ifft2c(k)).sum(0)
+            image = sense_combine(ifft2c(k), maps)
             kspace.append(fft2c(image).numpy())
             target.append(center_crop(image.abs(), recon).numpy())
     with h5py.File(src) as f:
