@@ -10,6 +10,9 @@ abdomen images in ``../shared/data/complex`` (ISMRM 2012 fat-water challenge; ev
 training data), acquired by 12 simulated coils with the same readout oversampling and noise: what the
 brain-trained prior, U-Net and interval table meet on a scan unlike their data.
 
+With ``--pixel-mm 0.7`` the BrainWeb files have fastMRI's brain resolution (0.7 mm pixels, 320 x 272 recon size)
+instead of the 1 mm that the prior and the U-Net were trained at: whether they transfer across pixel sizes.
+
 With ``--single-coil`` each file is first made single-coil (fastMRI's ``singlecoil`` layout: the coils combined
 into one virtual coil of uniform sensitivity, `recon.data.simulate.fastmri_like.write_single_coil`), what a
 user of fastMRI's single-coil track runs.
@@ -31,16 +34,17 @@ from solvers.posterior import OBJECT_LEVEL
 METHODS = "dds,l1-wavelet,unet,zero-filled"
 
 
-def make_files(folder: Path, subjects: list[int], n_slices: int) -> list[Path]:
+def make_files(folder: Path, subjects: list[int], n_slices: int, pixel_mm: float = 1.0) -> list[Path]:
     """fastMRI-like files (`recon.data.simulate.fastmri_like`), written once and reused."""
     from recon.data.simulate.fastmri_like import FastMRILikeSpec, write_volume
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for s in subjects:
-        p = folder / f"brainweb{s:02d}_t1w_{n_slices}sl.h5"
+        p = folder / (f"brainweb{s:02d}_t1w_{n_slices}sl.h5" if pixel_mm == 1.0
+                      else f"brainweb{s:02d}_t1w_{n_slices}sl_{pixel_mm:g}mm.h5")
         if not p.exists():
-            write_volume(p, s, FastMRILikeSpec(n_slices=n_slices))
+            write_volume(p, s, FastMRILikeSpec(n_slices=n_slices, pixel_mm=pixel_mm))
         paths.append(p)
     return paths
 
@@ -181,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="combine each file's coils into one first (fastMRI's single-coil layout; module docstring)")
     ap.add_argument("--subjects", type=int, nargs="+", default=[51, 52, 53, 54])
     ap.add_argument("--slices", type=int, default=4)
+    ap.add_argument("--pixel-mm", type=float, default=1.0,
+                    help="in-plane pixel size of the BrainWeb files (module docstring)")
+    ap.add_argument("--slice-range", default=None, metavar="A:B",
+                    help="reconstruct only these slices of each file (passed as recon reconstruct --slices)")
     ap.add_argument("--settings", nargs="+", default=["random:4", "random:8", "equispaced:4"])
     ap.add_argument("--methods", default=METHODS)
     ap.add_argument("--report", type=Path, default=None,
@@ -192,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.report is None:
         a.report = Path("benchmarks/results") / ("user_path_other_anatomy.md" if a.anatomy == "pkdata" else
                                                  "user_path_single_coil.md" if a.single_coil else "user_path.md")
-    files = (make_files(a.data / "test", a.subjects, a.slices) if a.anatomy == "brainweb"
+    files = (make_files(a.data / "test", a.subjects, a.slices, a.pixel_mm) if a.anatomy == "brainweb"
              else make_pkdata_files(a.data / "pkdata"))
     if a.single_coil:
         files = make_single_coil_files(files, a.data / "single_coil")
@@ -210,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         mask, accel = setting.split(":")
         out = a.work / setting.replace(":", "-")
         if not a.report_only:
-            reconstruct(files, out, a.methods, mask, float(accel), ["--device", a.device])
+            reconstruct(files, out, a.methods, mask, float(accel),
+                        ["--device", a.device, *(["--slices", a.slice_range] if a.slice_range else [])])
         sc = scores([out, *(d / out.name for d in a.extra_work)], files, methods,
                     {label: Path(d) / out.name for label, d in variants.items()})
         n = len(sc[columns[0]]["psnr"])
@@ -226,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
             cov.append(f"| {mask} {accel}x | {m} | {np.mean(r['coverage']):.3f} (min {min(r['coverage']):.3f}) | "
                        f"{np.mean(r['width']):.3f} | {sum(r['calibrated'])} of {len(r['calibrated'])} |")
     files_flags = (f" --subjects {' '.join(map(str, a.subjects))} --slices {a.slices}" if a.anatomy == "brainweb"
-                   else " --anatomy pkdata") + (" --single-coil" if a.single_coil else "")
+                   else " --anatomy pkdata") + (" --single-coil" if a.single_coil else "") \
+        + (f" --pixel-mm {a.pixel_mm:g}" if a.pixel_mm != 1.0 else "") \
+        + (f" --slice-range {a.slice_range}" if a.slice_range else "")
     command = (f"python -m benchmarks.user_path --work {a.work}{files_flags} --settings {' '.join(a.settings)} "
                f"--methods {a.methods}"
                + "".join(f" --extra-work {d}" for d in a.extra_work)
@@ -234,9 +245,14 @@ def main(argv: list[str] | None = None) -> int:
     target = "reconstruction_rss"
     if a.anatomy == "brainweb":
         title = "fastMRI-like BrainWeb test files"
-        about = (f"Files: BrainWeb test subjects {', '.join(map(str, a.subjects))} x {a.slices} slices (T1w), 16 coils, "
-                 "2x readout oversampling, correlated coil noise at the real T1 file's level, 1 mm, 224 x 192 recon "
-                 "size; default centre fraction.")
+        import h5py
+
+        with h5py.File(files[0]) as f:
+            recon_h, recon_w = f["reconstruction_rss"].shape[-2:]
+        used = f" (slices {a.slice_range} of each)" if a.slice_range else ""
+        about = (f"Files: BrainWeb test subjects {', '.join(map(str, a.subjects))} x {a.slices} slices{used} (T1w), 16 "
+                 f"coils, 2x readout oversampling, correlated coil noise at the real T1 file's level, {a.pixel_mm:g} mm "
+                 f"pixels, {recon_h} x {recon_w} recon size; default centre fraction.")
         if a.single_coil:
             title, target = title + ", single-coil", "reconstruction_esc"
             about += (" Then made single-coil (`--single-coil`: the 16 coils combined into one virtual coil of uniform "

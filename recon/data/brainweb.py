@@ -3,7 +3,9 @@
 BrainWeb (Aubert-Broche et al. 2006) ships crisp tissue labels at 0.5 mm. We turn a label
 volume into complex images as follows (parameters from ``../shared/data/README.md``):
 
-1. partial volume: one-hot labels averaged over 2x2x2 blocks (0.5 mm -> 1 mm);
+1. partial volume: one-hot labels averaged over 2x2x2 blocks (0.5 mm -> 1 mm); at another in-plane pixel size
+   (`pixel_mm`, e.g. 0.7 as fastMRI's 320 x 320 brain images) averaged over the slice's two 0.5 mm planes and
+   resampled linearly in plane;
 2. spin-echo signal per tissue ``S = PD (1 - exp(-TR/T1)) exp(-TE/T2)`` for T1w/T2w/PDw,
    with small random jitter of the tissue parameters and of (TR, TE);
 3. a small smooth per-tissue texture (so regions are not flat), mixed by the tissue fractions;
@@ -11,14 +13,15 @@ volume into complex images as follows (parameters from ``../shared/data/README.m
 5. a random smooth phase (constant + linear + quadratic) -> complex64;
 6. scaled so that the 99th percentile of the magnitude is 1 (the priors' ``"p99"`` convention).
 
-Slices are axial, ``[H, W] = [217, 181]`` at 1 mm, anterior at the top.
+Slices are axial, ``[H, W] = [217, 181]`` at 1 mm (about ``0.5 [434, 362] / pixel_mm`` otherwise), anterior at
+the top.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
+from scipy.ndimage import gaussian_filter, zoom
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -71,17 +74,33 @@ def load_brainweb_labels(subject: int, root: Path | str = SHARED_DATA) -> np.nda
     return np.rint(vol).astype(np.uint8)
 
 
-def tissue_fractions(labels: np.ndarray, z: int) -> np.ndarray:
+def tissue_fractions(labels: np.ndarray, z: int, pixel_mm: float = 1.0) -> np.ndarray:
     """Partial-volume fractions of 1 mm axial slice ``z``: float32 ``[12, H, W]`` (sums to 1).
 
     Averages the one-hot labels of 0.5 mm voxels over 2x2x2 blocks; rows are flipped so that
-    anterior is at the top.
+    anterior is at the top. With another ``pixel_mm`` the slice (still 1 mm thick) is resampled in plane to
+    that pixel size instead (`_resampled_fractions`).
     """
     block = labels[2 * z: 2 * z + 2]
+    if pixel_mm != 1.0:
+        return _resampled_fractions(block, pixel_mm)
     _, ny, nx = block.shape
     block = block[:, : ny // 2 * 2, : nx // 2 * 2]
     onehot = (block[None] == np.arange(N_LABELS, dtype=np.uint8)[:, None, None, None]).astype(np.float32)
     frac = onehot.reshape(N_LABELS, 2, ny // 2, 2, nx // 2, 2).mean(axis=(1, 3, 5))
+    return np.ascontiguousarray(frac[:, ::-1, :])
+
+
+def _resampled_fractions(block: np.ndarray, pixel_mm: float) -> np.ndarray:
+    """Fractions of two 0.5 mm label planes ``[2, Y, X]`` at ``pixel_mm`` in plane: the one-hot labels averaged over
+    the two planes, resampled linearly by ``0.5 / pixel_mm``, clipped at 0 and renormalised to sum to 1, rows
+    flipped: float32 ``[12, H, W]``."""
+    if not 0.5 <= pixel_mm <= 4.0:
+        raise ValueError(f"pixel_mm must be in [0.5, 4] (BrainWeb's labels are 0.5 mm), got {pixel_mm}")
+    onehot = (block[None] == np.arange(N_LABELS, dtype=np.uint8)[:, None, None, None]).astype(np.float32).mean(1)
+    frac = np.clip(np.stack([zoom(f, 0.5 / pixel_mm, order=1, grid_mode=True, mode="grid-constant") for f in onehot]),
+                   0.0, None)
+    frac /= np.maximum(frac.sum(0, keepdims=True), 1e-6)
     return np.ascontiguousarray(frac[:, ::-1, :])
 
 
@@ -177,8 +196,10 @@ def normalize_p99(images: np.ndarray) -> np.ndarray:
 def brainweb_slices(
     subject: int, contrast: str, rng: np.random.Generator, n_slices: int = 16,
     root: Path | str = SHARED_DATA, labels: np.ndarray | None = None, normalize: bool = True,
+    pixel_mm: float = 1.0,
 ) -> np.ndarray:
-    """Simulated complex axial slices of one BrainWeb subject: complex64 ``[n_slices, 217, 181]``.
+    """Simulated complex axial slices of one BrainWeb subject: complex64 ``[n_slices, 217, 181]`` (at
+    ``pixel_mm`` 1; `tissue_fractions` for other pixel sizes).
 
     Slices are evenly spaced through the brain (deterministic); contrast jitter, texture,
     bias field and phase are drawn from ``rng``. With ``normalize`` each slice has
@@ -187,7 +208,7 @@ def brainweb_slices(
     if labels is None:
         labels = load_brainweb_labels(subject, root)
     idx = brain_slice_indices(labels, n_slices)
-    out = np.stack([simulate_slice(tissue_fractions(labels, int(z)), contrast, rng) for z in idx])
+    out = np.stack([simulate_slice(tissue_fractions(labels, int(z), pixel_mm), contrast, rng) for z in idx])
     return normalize_p99(out) if normalize else out
 
 

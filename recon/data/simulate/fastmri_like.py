@@ -5,10 +5,12 @@ is centred in a field of view twice as long along the readout, as fastMRI's 640 
 16 birdcage coils, complex Gaussian noise that is correlated between coils (a coil covariance with
 unequal coil noise levels and neighbour correlation), a `reconstruction_rss` target at the recon size
 (RSS of the noisy fully sampled coil images, cropped: fastMRI's convention), and the header of a
-fastMRI file. Images are 1 mm BrainWeb slices (217 x 181) in a 224 x 192 mm recon field of view.
+fastMRI file. Images are 1 mm BrainWeb slices (217 x 181) in a 224 x 192 mm recon field of view; with
+``pixel_mm`` < 1 the same anatomy at finer pixels (0.7 mm: 310 x 259 in 320 x 272, fastMRI's brain resolution).
 
     recon simulate fastmri-like --out DATA_DIR --subjects 51 52 53 54        # test files
     recon simulate fastmri-like --out DATA_DIR --subjects 49 50              # validation files
+    recon simulate fastmri-like --out DATA_DIR --subjects 49 50 --pixel-mm 0.7   # finer pixels
 
 `write_images` does the same for any complex images (other anatomy, other recon sizes, other coil counts).
 The files are generated on demand from ../shared/data (never shipped: they derive from BrainWeb).
@@ -40,6 +42,7 @@ class FastMRILikeSpec:
             real 8-coil T1 file shows (noise std 7.0 estimated by `recon.problems.noise`, RSS p99 476).
         correlation: noise correlation between neighbouring coils (0 = independent coils).
         seed: seeds anatomy texture, phase, coil noise.
+        pixel_mm: in-plane pixel size of the slices (1 mm thick); the recon size follows (`recon_shape`).
     """
 
     contrast: str = "T1w"
@@ -49,6 +52,7 @@ class FastMRILikeSpec:
     noise_rel: float = 0.0147
     correlation: float = 0.2
     seed: int = 0
+    pixel_mm: float = 1.0
 
 
 def coil_covariance(n_coils: int, correlation: float, rng: np.random.Generator) -> np.ndarray:
@@ -72,9 +76,15 @@ def correlated_noise(shape: tuple[int, ...], cov: np.ndarray, std: float, rng: n
     return std * np.moveaxis(moved @ chol.T, -1, -3).astype(np.complex64) if c else white
 
 
+def recon_shape(image_shape: tuple[int, int]) -> tuple[int, int]:
+    """The recon size of slices [H, W]: each side rounded up to a multiple of 16 (1 mm BrainWeb: 224 x 192)."""
+    return tuple(-(-n // 16) * 16 for n in image_shape)
+
+
 def pad_to_recon(images: torch.Tensor) -> torch.Tensor:
-    """Centre 1 mm BrainWeb slices in the recon field of view: complex [S, 217, 181] -> [S, 224, 192]."""
-    h, w = RECON_SHAPE
+    """Centre BrainWeb slices in the recon field of view (`recon_shape`): complex [S, 217, 181] -> [S, 224, 192]
+    at 1 mm."""
+    h, w = recon_shape(tuple(images.shape[-2:]))
     ph, pw = h - images.shape[-2], w - images.shape[-1]
     return torch.nn.functional.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
 
@@ -129,11 +139,13 @@ def simulate_images(x: torch.Tensor, spec: FastMRILikeSpec, rng: np.random.Gener
 
 
 def simulate_volume(subject: int, spec: FastMRILikeSpec, root: Path | str | None = None) -> dict:
-    """k-space complex64 [S, C, oversample * 224, 192], target float32 [S, 224, 192], and the true noise std."""
+    """k-space complex64 [S, C, oversample * 224, 192], target float32 [S, 224, 192] (at 1 mm; `recon_shape`
+    otherwise), and the true noise std."""
     from recon.data.brainweb import SHARED_DATA, brainweb_slices
 
     rng = np.random.default_rng([spec.seed, subject])
-    imgs = brainweb_slices(subject, spec.contrast, rng, n_slices=spec.n_slices, root=root or SHARED_DATA)
+    imgs = brainweb_slices(subject, spec.contrast, rng, n_slices=spec.n_slices, root=root or SHARED_DATA,
+                           pixel_mm=spec.pixel_mm)
     return simulate_images(pad_to_recon(torch.from_numpy(imgs)), spec, rng)
 
 
@@ -147,7 +159,7 @@ def write_volume(path: Path, subject: int, spec: FastMRILikeSpec, root: Path | s
     attrs = {"acquisition": f"AX{spec.contrast.upper()}_SIMULATED", "patient_id": f"brainweb{subject:02d}-sim",
              "source": f"BrainWeb subject {subject}, simulated by diffrecon (recon.data.simulate.fastmri_like)",
              "simulation": json.dumps(asdict(spec)), "true_noise_std": v["noise_std"]}
-    return write_fastmri(path, v["kspace"], target=v["target"], recon_size=RECON_SHAPE, attrs=attrs)
+    return write_fastmri(path, v["kspace"], target=v["target"], recon_size=tuple(v["target"].shape[-2:]), attrs=attrs)
 
 
 def write_images(path: Path, images: np.ndarray, spec: FastMRILikeSpec, attrs: dict, seed: int = 0) -> Path:

@@ -26,6 +26,38 @@ def test_simulate_fastmri_like_writes_a_readable_16_coil_file_with_its_true_nois
     assert vol.n_slices == 1
 
 
+@needs_shared
+def test_simulate_at_0_7_mm_pixels_gives_fastmris_brain_resolution(tmp_path):
+    """--pixel-mm 0.7: the same anatomy on a finer grid, 0.5 x [434, 362] / 0.7 = 310 x 259 pixels in a 320 x 272
+    recon field of view; the recon size is each side rounded up to 16 (1 mm: 217 x 181 in 224 x 192)."""
+    from recon.data.simulate.fastmri_like import recon_shape
+
+    assert recon_shape((217, 181)) == (224, 192) and recon_shape((310, 259)) == (320, 272)
+    assert cli(["simulate", "fastmri-like", "--out", str(tmp_path), "--subjects", "51", "--slices", "1",
+                "--coils", "4", "--pixel-mm", "0.7"]) == 0
+    with h5py.File(tmp_path / "brainweb51_t1w.h5") as f:
+        assert f["kspace"].shape == (1, 4, 640, 272) and f["reconstruction_rss"].shape == (1, 320, 272)
+
+
+def test_resampled_tissue_fractions_keep_areas_in_millimetres():
+    """A disc of white matter (radius 40 mm) in 0.5 mm labels: at 0.7 mm pixels its area in pixels is the area in mm^2
+    divided by 0.49, the fractions sum to 1 everywhere, and 1 mm keeps the 2x2x2 block average."""
+    import numpy as np
+
+    from recon.data.brainweb import tissue_fractions
+
+    yy, xx = np.mgrid[:200, :180]
+    disc = ((yy - 100) ** 2 + (xx - 90) ** 2) * 0.25 < 40.0**2             # 0.5 mm pixels, 40 mm radius
+    labels = np.where(disc, 3, 0).astype(np.uint8)[None].repeat(2, 0)        # [z, y, x]: one 1 mm slice
+    area_mm2 = np.pi * 40.0**2
+    for pixel_mm in (0.7, 1.0, 1.3):
+        frac = tissue_fractions(labels, 0, pixel_mm)
+        np.testing.assert_allclose(frac.sum(0), 1.0, atol=1e-5)
+        assert abs(frac[3].sum() * pixel_mm**2 / area_mm2 - 1) < 0.01, pixel_mm
+    expect = disc.reshape(100, 2, 90, 2).mean(axis=(1, 3))[::-1]
+    np.testing.assert_allclose(tissue_fractions(labels, 0)[3], expect, atol=1e-6)
+
+
 def test_write_images_simulates_any_recon_size_and_coil_count(tmp_path):
     import numpy as np
     import torch

@@ -128,6 +128,39 @@ def test_a_single_coil_file_is_reconstructed_with_a_uniform_map(tmp_path, capsys
               "--quiet"])
     assert rc != 0 and "--maps 2 needs several coils" in capsys.readouterr().err
 
+
+def test_a_knee_layout_file_padded_phase_oversampled_readout_and_a_narrower_recon_grid(tmp_path, capsys):
+    """fastMRI's knee layout, scaled down: readout oversampled 2x, zero-padded phase edges (knee: 368 encoded
+    lines, [12, 356) acquired) and a recon grid narrower than the encoded one (knee: 320 x 320). Here 128 x 80
+    k-space, lines [8, 72) acquired, recon 64 x 64. The mask samples acquired lines only, the acceleration counts
+    them, every output is on the recon grid, and the zero-filled image is fastMRI's: RSS of the masked coil
+    images, centre-cropped (computed here from the raw oversampled k-space)."""
+    from operators.fft import ifft2c, rss
+    from recon.data.io import center_crop
+
+    image = np.zeros((64, 80), np.float32)
+    image[:, 8:72] = _phantom(20)                                        # the object fills the acquired FOV
+    oversampled = np.zeros((128, 80), np.float32)
+    oversampled[32:96] = image                                           # readout FOV twice the recon FOV
+    k, _, _ = simulate_multicoil(torch.from_numpy(oversampled)[None], n_coils=6, noise_std=0.002, seed=1)
+    k[..., :8] = 0
+    k[..., 72:] = 0
+    src = write_fastmri(tmp_path / "knee.h5", k, recon_size=(64, 64), acquired=(8, 72))
+    rc = cli(["reconstruct", str(src), "--out", str(tmp_path / "out"), "--solver", "sense,zero-filled",
+              "--mask", "equispaced", "--accel", "4", "--center-fraction", "0.2", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    s = json.loads((tmp_path / "out" / "knee.json").read_text())
+    with h5py.File(tmp_path / "out" / "knee.h5") as f:
+        mask, zf = f["mask"][()], f["solvers/zero-filled/mean"][()]
+        assert f["solvers/sense/mean"].shape == f["reference"].shape == zf.shape == (1, 64, 64)
+    lines = mask[0, 0] > 0                                               # [80]: the mask's phase lines
+    assert mask.shape == (1, 64, 80) and not lines[:8].any() and not lines[72:].any()
+    assert s["acceleration"] == pytest.approx(64 / lines.sum(), rel=1e-3) and 3.2 < s["acceleration"] < 4.8
+    ours = center_crop(rss(ifft2c(k[0] * torch.from_numpy(lines.astype(np.float32)))), (64, 64)).numpy()
+    np.testing.assert_allclose(zf[0], ours, rtol=1e-4, atol=1e-5 * ours.max())
+    assert s["solvers"]["sense"]["psnr"] > s["solvers"]["zero-filled"]["psnr"] + 3.0
+
+
 @needs_shared
 def test_real_fastmri_file_with_two_map_sets(tmp_path):
     # the real reduced-FOV file: two ESPIRiT sets, retrospective 4x equispaced, the small test prior
