@@ -42,7 +42,7 @@ class FastMRILikeSpec:
             real 8-coil T1 file shows (noise std 7.0 estimated by `recon.problems.noise`, RSS p99 476).
         correlation: noise correlation between neighbouring coils (0 = independent coils).
         seed: seeds anatomy texture, phase, coil noise.
-        pixel_mm: in-plane pixel size of the slices (1 mm thick); the recon size follows (`recon_shape`).
+        pixel_mm: in-plane pixel size of the slices (1 mm thick); the recon size follows (`recon_size_of`).
     """
 
     contrast: str = "T1w"
@@ -76,15 +76,15 @@ def correlated_noise(shape: tuple[int, ...], cov: np.ndarray, std: float, rng: n
     return std * np.moveaxis(moved @ chol.T, -1, -3).astype(np.complex64) if c else white
 
 
-def recon_shape(image_shape: tuple[int, int]) -> tuple[int, int]:
+def recon_size_of(image_shape: tuple[int, int]) -> tuple[int, int]:
     """The recon size of slices [H, W]: each side rounded up to a multiple of 16 (1 mm BrainWeb: 224 x 192)."""
     return tuple(-(-n // 16) * 16 for n in image_shape)
 
 
 def pad_to_recon(images: torch.Tensor) -> torch.Tensor:
-    """Centre BrainWeb slices in the recon field of view (`recon_shape`): complex [S, 217, 181] -> [S, 224, 192]
+    """Centre BrainWeb slices in the recon field of view (`recon_size_of`): complex [S, 217, 181] -> [S, 224, 192]
     at 1 mm."""
-    h, w = recon_shape(tuple(images.shape[-2:]))
+    h, w = recon_size_of(tuple(images.shape[-2:]))
     ph, pw = h - images.shape[-2], w - images.shape[-1]
     return torch.nn.functional.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
 
@@ -139,7 +139,7 @@ def simulate_images(x: torch.Tensor, spec: FastMRILikeSpec, rng: np.random.Gener
 
 
 def simulate_volume(subject: int, spec: FastMRILikeSpec, root: Path | str | None = None) -> dict:
-    """k-space complex64 [S, C, oversample * 224, 192], target float32 [S, 224, 192] (at 1 mm; `recon_shape`
+    """k-space complex64 [S, C, oversample * 224, 192], target float32 [S, 224, 192] (at 1 mm; `recon_size_of`
     otherwise), and the true noise std."""
     from recon.data.brainweb import SHARED_DATA, brainweb_slices
 

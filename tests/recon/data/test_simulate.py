@@ -30,9 +30,9 @@ def test_simulate_fastmri_like_writes_a_readable_16_coil_file_with_its_true_nois
 def test_simulate_at_0_7_mm_pixels_gives_fastmris_brain_resolution(tmp_path):
     """--pixel-mm 0.7: the same anatomy on a finer grid, 0.5 x [434, 362] / 0.7 = 310 x 259 pixels in a 320 x 272
     recon field of view; the recon size is each side rounded up to 16 (1 mm: 217 x 181 in 224 x 192)."""
-    from recon.data.simulate.fastmri_like import recon_shape
+    from recon.data.simulate.fastmri_like import recon_size_of
 
-    assert recon_shape((217, 181)) == (224, 192) and recon_shape((310, 259)) == (320, 272)
+    assert recon_size_of((217, 181)) == (224, 192) and recon_size_of((310, 259)) == (320, 272)
     assert cli(["simulate", "fastmri-like", "--out", str(tmp_path), "--subjects", "51", "--slices", "1",
                 "--coils", "4", "--pixel-mm", "0.7"]) == 0
     with h5py.File(tmp_path / "brainweb51_t1w.h5") as f:
