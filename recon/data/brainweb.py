@@ -86,9 +86,13 @@ def tissue_fractions(labels: np.ndarray, z: int, pixel_mm: float = 1.0) -> np.nd
         return _resampled_fractions(block, pixel_mm)
     _, ny, nx = block.shape
     block = block[:, : ny // 2 * 2, : nx // 2 * 2]
-    onehot = (block[None] == np.arange(N_LABELS, dtype=np.uint8)[:, None, None, None]).astype(np.float32)
-    frac = onehot.reshape(N_LABELS, 2, ny // 2, 2, nx // 2, 2).mean(axis=(1, 3, 5))
+    frac = _onehot(block).reshape(N_LABELS, 2, ny // 2, 2, nx // 2, 2).mean(axis=(1, 3, 5))
     return np.ascontiguousarray(frac[:, ::-1, :])
+
+
+def _onehot(block: np.ndarray) -> np.ndarray:
+    """Labels ``[Z, Y, X]`` -> float32 one-hot ``[12, Z, Y, X]``."""
+    return (block[None] == np.arange(N_LABELS, dtype=np.uint8)[:, None, None, None]).astype(np.float32)
 
 
 def _resampled_fractions(block: np.ndarray, pixel_mm: float) -> np.ndarray:
@@ -97,8 +101,8 @@ def _resampled_fractions(block: np.ndarray, pixel_mm: float) -> np.ndarray:
     flipped: float32 ``[12, H, W]``."""
     if not 0.5 <= pixel_mm <= 4.0:
         raise ValueError(f"pixel_mm must be in [0.5, 4] (BrainWeb's labels are 0.5 mm), got {pixel_mm}")
-    onehot = (block[None] == np.arange(N_LABELS, dtype=np.uint8)[:, None, None, None]).astype(np.float32).mean(1)
-    frac = np.clip(np.stack([zoom(f, 0.5 / pixel_mm, order=1, grid_mode=True, mode="grid-constant") for f in onehot]),
+    planes = _onehot(block).mean(1)
+    frac = np.clip(np.stack([zoom(f, 0.5 / pixel_mm, order=1, grid_mode=True, mode="grid-constant") for f in planes]),
                    0.0, None)
     frac /= np.maximum(frac.sum(0, keepdims=True), 1e-6)
     return np.ascontiguousarray(frac[:, ::-1, :])
